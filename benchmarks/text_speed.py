@@ -1,0 +1,396 @@
+"""Text-model speed, omnimem.cpp beside llama.cpp, on one random-weight Qwen2.5-Omni-3B-sized GGUF per type.
+
+    python benchmarks/text_speed.py [--types f16,q8_0,q4_0] [--threads 2] [--prompt 512] [--decode 128]
+                                    [--repeats 3] [--json out.json] [--workdir DIR] [--quick]
+
+For each weight type it measures, with the same file and thread count:
+  prefill  one --prompt-token batch from an empty context (tokens/s), after a short warm-up batch;
+  decode   --decode single-token steps after a short prompt (tokens/s).
+Each figure is the median over --repeats. Engines and modes:
+  llama.cpp default  llama.cpp's own choice of weight buffers, its "extra" buffer types included (AMX
+                     and/or CPU_REPACK, whatever this CPU offers);
+  llama.cpp plain    use_extra_bufts off: weights used as stored in the file;
+  llama.cpp repack   CPU_REPACK only, for types that have a repacked layout on this CPU;
+  omnimem.cpp        Model(use_repack=True).
+Every engine runs in its own child process: a crash (llama.cpp's AMX buffers segfault on batched matmuls
+with GCC 12 builds) is reported as "crash" instead of ending the benchmark. Decode runs before prefill and
+feeds its prompt one token at a time, so that a mode which crashes on batches still reports decode speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from random_gguf import QWEN25_OMNI_3B, WEIGHT_TYPES, cached_text_gguf, decode_weight_bytes
+
+DEFAULT_WORKDIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnimem-cpp" / "benchmarks"
+
+SHORT_PROMPT = 8      # context already present when decode steps are timed
+WARMUP_BATCH = 32     # untimed batch before prefill timing: first-touch costs, thread start-up
+N_CTX = 1024
+CHILD_TIMEOUT_S = 3600
+
+# Types for which ggml's CPU_REPACK buffer has a layout on x86 (it has none for F16 and Q8_0 there), so the
+# "repack" mode differs from "plain" only for them.
+REPACK_TYPES = {"q4_0"}
+
+# The matmul weights: what llama.cpp itself would put in an extra buffer type (token_embd is read with
+# get_rows and stays in a plain buffer).
+MATMUL_WEIGHTS_REGEX = rb"^(output|blk\.[0-9]+\.(attn_(q|k|v|output)|ffn_(gate|up|down)))\.weight$"
+
+
+# --------------------------------------------------------------------------------------------- engines
+
+
+class _BuftOverride(ctypes.Structure):
+    # struct llama_model_tensor_buft_override of llama.h; the Python bindings declare the field as void *.
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_extra_bufts() -> dict[str, int]:
+    """Name -> handle of the CPU backend's extra weight buffer types (AMX, CPU_REPACK, ...)."""
+    from llama_cpp._ggml import libggml as g
+
+    g.ggml_backend_dev_by_type.argtypes, g.ggml_backend_dev_by_type.restype = [ctypes.c_int], ctypes.c_void_p
+    g.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    g.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    g.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    g.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    g.ggml_backend_buft_name.argtypes, g.ggml_backend_buft_name.restype = [ctypes.c_void_p], ctypes.c_char_p
+
+    cpu = g.ggml_backend_dev_by_type(0)  # GGML_BACKEND_DEVICE_TYPE_CPU
+    addr = g.ggml_backend_reg_get_proc_address(g.ggml_backend_dev_backend_reg(cpu), b"ggml_backend_dev_get_extra_bufts")
+    if not addr:
+        return {}
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(addr)(cpu)
+    found, i = {}, 0
+    while bufts and bufts[i]:
+        found[g.ggml_backend_buft_name(bufts[i]).decode()] = bufts[i]
+        i += 1
+    return found
+
+
+class LlamaCppEngine:
+    """llama.cpp through llama-cpp-python's low-level API, which exposes the weight-buffer choices that
+    Llama() does not (use_extra_bufts, tensor_buft_overrides)."""
+
+    def __init__(self, path: Path, mode: str, n_threads: int, n_batch: int):
+        import llama_cpp as L
+
+        self.L = L
+        # A no-op log callback: llama.cpp's loading chatter would bury the progress lines.
+        self._log_cb = L.llama_log_callback(lambda level, text, data: None)
+        L.llama_log_set(self._log_cb, None)
+        L.llama_backend_init()
+        extra = _cpu_extra_bufts()
+        self.info = {"system_info": L.llama_print_system_info().decode().strip(), "extra_bufts": sorted(extra)}
+
+        mp = L.llama_model_default_params()
+        mp.use_extra_bufts = mode == "default"
+        if mode == "repack":
+            if "CPU_REPACK" not in extra:
+                raise RuntimeError("this ggml build has no CPU_REPACK buffer type")
+            self._overrides = (_BuftOverride * 2)((MATMUL_WEIGHTS_REGEX, extra["CPU_REPACK"]), (None, None))
+            mp.tensor_buft_overrides = ctypes.cast(self._overrides, ctypes.c_void_p)
+        self.model = L.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+
+        cp = L.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = N_CTX, n_batch, n_batch, 1
+        cp.n_threads = cp.n_threads_batch = n_threads
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        cp.type_k = cp.type_v = L.GGML_TYPE_F16
+        cp.no_perf = True
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise RuntimeError("llama.cpp could not create a context")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self.n_past = 0
+
+    def reset(self, n_keep: int) -> None:
+        self.L.llama_memory_seq_rm(self.mem, 0, n_keep, -1)
+        self.n_past = n_keep
+
+    def feed(self, ids: np.ndarray) -> None:
+        b, n = self.batch, len(ids)
+        for i, tok in enumerate(ids.tolist()):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, self.n_past + i, 1, 0
+            b.seq_id[i][0] = 0
+        b.logits[n - 1] = 1
+        b.n_tokens = n
+        rc = self.L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        self.L.llama_get_logits_ith(self.ctx, -1)  # waits for the result, as reading logits would
+        self.n_past += n
+
+
+class OmnimemEngine:
+    def __init__(self, path: Path, mode: str, n_threads: int, n_batch: int):
+        import omnimem_cpp as om
+
+        self.model = om.Model(str(path), n_threads=n_threads, device="cpu", use_repack=mode == "repack")
+        self.stream = self.model.stream(n_ctx=N_CTX, n_batch=n_batch, kv_type="f16")
+        self.info = {"version": importlib.metadata.version("omnimem-cpp")}
+
+    def reset(self, n_keep: int) -> None:
+        self.stream.rollback(n_keep)
+
+    def feed(self, ids: np.ndarray) -> None:
+        self.stream.feed_tokens(ids)
+
+
+ENGINES = {"llama.cpp": LlamaCppEngine, "omnimem.cpp": OmnimemEngine}
+
+
+# ------------------------------------------------------------------------------------------ child side
+
+
+def _timed_rates(repeats: int, n_tokens: int, reset, run) -> list[float]:
+    rates = []
+    for _ in range(repeats):
+        reset()
+        t0 = time.perf_counter()
+        run()
+        rates.append(n_tokens / (time.perf_counter() - t0))
+    return rates
+
+
+def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
+    """Runs in a child process; sends ("info"|"decode"|"prefill"|"unavailable"|"error", payload) messages.
+    Each result is sent as soon as it exists, so results measured before a crash are kept."""
+    try:
+        engine = ENGINES[engine_name](Path(path), mode, cfg["threads"], cfg["prompt"])
+    except ImportError as e:
+        conn.send(("unavailable", f"{type(e).__name__}: {e}"))
+        return
+    except Exception as e:  # reported in the table; the parent goes on with the next engine
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("info", engine.info))
+
+    rng = np.random.default_rng(cfg["seed"])
+    ids = lambda n: rng.integers(0, cfg["n_vocab_normal"], size=n, dtype=np.int32)  # noqa: E731
+    short, steps, prompt = ids(SHORT_PROMPT), ids(cfg["decode"]), ids(cfg["prompt"])
+    try:
+        engine.reset(0)
+        for i in range(SHORT_PROMPT):
+            engine.feed(short[i:i + 1])
+
+        def decode():
+            for i in range(len(steps)):
+                engine.feed(steps[i:i + 1])
+
+        conn.send(("decode", _timed_rates(cfg["repeats"], len(steps), lambda: engine.reset(SHORT_PROMPT), decode)))
+
+        engine.reset(0)
+        engine.feed(prompt[:WARMUP_BATCH])
+        conn.send(("prefill", _timed_rates(cfg["repeats"], len(prompt), lambda: engine.reset(0),
+                                           lambda: engine.feed(prompt))))
+    except Exception as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+# ----------------------------------------------------------------------------------------- parent side
+
+
+def run_child(engine: str, mode: str, path: Path, cfg: dict) -> dict:
+    """Results of one engine/mode: per measurement {"runs": [...], "median": x} or {"status": "..."}."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with other engines
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, engine, mode, str(path), cfg), daemon=True)
+    proc.start()
+    send.close()
+    out: dict = {"engine": engine, "mode": mode}
+    status = None
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while True:
+        if not recv.poll(max(0.0, deadline - time.monotonic())):
+            proc.kill()
+            status = "timeout"
+            break
+        try:
+            kind, payload = recv.recv()
+        except EOFError:
+            break
+        if kind in ("decode", "prefill"):
+            out[kind] = {"runs": payload, "median": statistics.median(payload)}
+        elif kind == "info":
+            out["info"] = payload
+        else:
+            status = "unavailable" if kind == "unavailable" else "error"
+            out["message"] = payload
+    proc.join()
+    if status is None and proc.exitcode and proc.exitcode < 0:
+        status = f"crash ({signal.Signals(-proc.exitcode).name})"
+    for kind in ("decode", "prefill"):
+        out.setdefault(kind, {"status": status or "error"})
+    return out
+
+
+def machine_description() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+    versions = {}
+    for dist in ("llama-cpp-python", "gguf", "numpy", "omnimem-cpp"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "cpu": fields.get("model name", platform.processor()),
+        "cores": len(os.sched_getaffinity(0)),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                                     "amx_tile", "amx_int8", "amx_bf16"}),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def engine_runs(wtype: str) -> list[tuple[str, str]]:
+    runs = [("llama.cpp", "default"), ("llama.cpp", "plain")]
+    if wtype in REPACK_TYPES:
+        runs.append(("llama.cpp", "repack"))
+    runs.append(("omnimem.cpp", "repack"))
+    return runs
+
+
+def same_buffer_mode(wtype: str) -> str:
+    """The llama.cpp mode whose weight buffers match omnimem.cpp's use_repack=True."""
+    return "repack" if wtype in REPACK_TYPES else "plain"
+
+
+def _median(result: dict, kind: str) -> float | None:
+    return result[kind].get("median")
+
+
+def _cell(result: dict, kind: str, fmt: str) -> str:
+    m = _median(result, kind)
+    return fmt.format(m) if m is not None else result[kind]["status"]
+
+
+def _mode_label(result: dict) -> str:
+    if result["engine"] == "omnimem.cpp":
+        return "use_repack=True"
+    if result["mode"] == "default":
+        extra = result.get("info", {}).get("extra_bufts")
+        return f"default ({'+'.join(extra)} buffers)" if extra else "default"
+    return {"plain": "plain buffers (use_extra_bufts off)", "repack": "CPU_REPACK buffers only"}[result["mode"]]
+
+
+def ratio_rows(wtype: str, results: list[dict]) -> list[list[str]]:
+    ours = next(r for r in results if r["engine"] == "omnimem.cpp")
+    peers = [r for r in results if r["engine"] == "llama.cpp"]
+    same = next(r for r in peers if r["mode"] == same_buffer_mode(wtype))
+    rows = []
+    for label, pick in (("÷ best llama.cpp", None), (f"÷ llama.cpp {same['mode']}", same)):
+        cells = []
+        for kind in ("prefill", "decode"):
+            mine = _median(ours, kind)
+            if pick is None:
+                candidates = [(m, r["mode"]) for r in peers if (m := _median(r, kind)) is not None]
+                theirs, mode = max(candidates) if candidates else (None, "")
+            else:
+                theirs, mode = _median(pick, kind), pick["mode"]
+            cells.append(f"{mine / theirs:.2f}× (vs {mode})" if mine and theirs else "–")
+        rows.append([wtype.upper(), "omnimem.cpp", label, *cells, ""])
+    return rows
+
+
+def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> str:
+    header = ["weights", "engine", "mode", "prefill tok/s", "decode tok/s", "decode GB/s (weights read)"]
+    rows = []
+    for wtype, results in all_results.items():
+        for r in results:
+            m = _median(r, "decode")
+            bw = f"{m * weight_bytes[wtype] / 1e9:.1f}" if m is not None else "–"
+            rows.append([wtype.upper(), r["engine"], _mode_label(r), _cell(r, "prefill", "{:.1f}"),
+                         _cell(r, "decode", "{:.2f}"), bw])
+        if any(r["engine"] == "omnimem.cpp" and _median(r, "decode") is not None for r in results):
+            rows += ratio_rows(wtype, results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--types", default="f16,q8_0,q4_0", help=f"comma-separated, from {','.join(WEIGHT_TYPES)}")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt", type=int, default=512, help="prefill batch length (tokens)")
+    ap.add_argument("--decode", type=int, default=128, help="timed single-token decode steps")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and token ids")
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where the random GGUFs are cached")
+    ap.add_argument("--json", type=Path, help="write every number and the machine description here")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 16 decode steps")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.repeats, args.decode = 1, 16
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    unknown = [t for t in types if t not in WEIGHT_TYPES]
+    if unknown:
+        ap.error(f"unknown weight types {unknown}; known: {sorted(WEIGHT_TYPES)}")
+    if args.prompt + SHORT_PROMPT + args.decode > N_CTX:
+        ap.error(f"--prompt + --decode must leave room in a {N_CTX}-token context")
+
+    dims = QWEN25_OMNI_3B
+    cfg = {"threads": args.threads, "prompt": args.prompt, "decode": args.decode, "repeats": args.repeats,
+           "seed": args.seed, "n_vocab_normal": min(dims.n_vocab, 151643)}  # ids below the control tokens
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    t_start = time.monotonic()
+    all_results, weight_bytes = {}, {}
+    for wtype in types:
+        path = cached_text_gguf(args.workdir, dims, wtype, args.seed, log=log)
+        weight_bytes[wtype] = decode_weight_bytes(path)
+        all_results[wtype] = []
+        for engine, mode in engine_runs(wtype):
+            t0 = time.monotonic()
+            r = run_child(engine, mode, path, cfg)
+            all_results[wtype].append(r)
+            log(f"[{wtype}] {engine} {mode}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
+                f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
+                + (f" — {r['message']}" if "message" in r else ""))
+
+    print(f"\nQwen2.5-Omni-3B text dims, random weights, {args.threads} threads, prefill = one {args.prompt}-token "
+          f"batch, decode = {args.decode} steps; medians of {args.repeats}")
+    print(table(all_results, weight_bytes))
+    if args.json:
+        llama_info = next((r["info"] for rs in all_results.values() for r in rs if "info" in r and
+                           r["engine"] == "llama.cpp"), {})
+        doc = {
+            "machine": {**machine_description(), "ggml_system_info": llama_info.get("system_info")},
+            "config": {**cfg, "types": types, "n_ctx": N_CTX, "short_prompt": SHORT_PROMPT,
+                       "warmup_batch": WARMUP_BATCH, "model": dims.name},
+            "decode_weight_bytes": weight_bytes,
+            "results": all_results,
+            "wall_s": round(time.monotonic() - t_start, 1),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Which model family converts which Hugging Face `architectures` name.
+
+A family is a module with ARCHITECTURES (the names it accepts) and plan_text(checkpoint) -> writer.Plan;
+supporting another family means one module and one entry in FAMILIES.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ..errors import ConversionError
+from . import qwen25_omni
+
+FAMILIES: tuple[ModuleType, ...] = (qwen25_omni,)
+
+SUPPORTED_ARCHITECTURES = tuple(arch for family in FAMILIES for arch in family.ARCHITECTURES)
+
+
+def family_for(config: dict) -> ModuleType:
+    """The family module for a parsed config.json."""
+    names = config.get("architectures") or []
+    for family in FAMILIES:
+        if any(name in family.ARCHITECTURES for name in names):
+            return family
+    found = ", ".join(names) if names else "none (config.json has no 'architectures')"
+    raise ConversionError(f"unsupported architecture {found}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")

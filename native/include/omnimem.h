@@ -1,0 +1,212 @@
+// omnimem.h — the C API of omnimem.cpp, a runtime for streaming audio-visual LLMs over ggml.
+//
+// This header is the whole boundary: the Python package binds exactly these declarations (cffi, compiled
+// at build time), and a C program can use them directly.
+//
+// Usage:
+//
+//     om_model_params mp;  om_model_default_params(&mp);
+//     om_model * model;
+//     if (om_model_load("model.gguf", &mp, &model) != OM_STATUS_OK) { puts(om_last_error()); return 1; }
+//
+//     om_stream_params sp; om_stream_default_params(&sp);
+//     om_stream * stream;  om_stream_init(model, &sp, &stream);
+//
+//     int32_t ids[256]; int32_t n;
+//     om_tokenize(model, "Hello", true, ids, 256, &n);
+//     om_stream_feed_tokens(stream, ids, n);               // prefill
+//     om_sampler_params sap; om_sampler_default_params(&sap);
+//     om_sampler * sampler; om_sampler_init(&sap, &sampler);
+//     int32_t tok; om_sampler_sample(sampler, stream, &tok);   // next token from the last logits
+//
+//     om_sampler_free(sampler); om_stream_free(stream); om_model_free(model);
+//
+// Conventions:
+//  - Every call that can fail returns an om_status; on failure om_last_error() holds a message for the
+//    calling thread that says what went wrong and, where possible, what to do. No C++ exception and no
+//    abort crosses this boundary for bad input.
+//  - A model is read-only after loading and may be shared by several streams; each stream may be used
+//    from its own thread. One stream must not be used from two threads at once.
+//  - Token ids are int32_t; logits are float32.
+
+#ifndef OMNIMEM_H
+#define OMNIMEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef OM_API
+#    if defined(_WIN32)
+#        define OM_API __declspec(dllexport)
+#    else
+#        define OM_API __attribute__((visibility("default")))
+#    endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Bumped whenever a struct layout or a function signature changes.
+#define OM_ABI_VERSION 1
+
+typedef enum om_status {
+    OM_STATUS_OK               = 0,
+    OM_STATUS_INVALID_ARGUMENT = 1,  // a parameter is out of range or inconsistent
+    OM_STATUS_FILE_NOT_FOUND   = 2,  // the path does not exist or cannot be opened
+    OM_STATUS_BAD_FILE         = 3,  // not a GGUF file, truncated or corrupt
+    OM_STATUS_UNSUPPORTED      = 4,  // a valid file of an architecture or tensor type this build does not run
+    OM_STATUS_MODEL_MISMATCH   = 5,  // hyperparameters or tensors inconsistent (missing tensor, wrong shape)
+    OM_STATUS_CONTEXT_FULL     = 6,  // the stream memory has no room left for the fed tokens
+    OM_STATUS_NO_TOKENIZER     = 7,  // the GGUF carries no tokenizer (converted without tokenizer files)
+    OM_STATUS_BUFFER_TOO_SMALL = 8,  // an output buffer is too small; the required size is reported
+    OM_STATUS_BACKEND_ERROR    = 9,  // a ggml backend failed to allocate or compute
+    OM_STATUS_INTERNAL         = 10, // a bug: please report it with the message
+} om_status;
+
+// Message of the last failed call made on the calling thread ("" if none). Valid until the next call.
+OM_API const char * om_last_error(void);
+
+// Stable lower-case name of a status ("ok", "file_not_found", ...).
+OM_API const char * om_status_name(om_status status);
+
+// Version string of the library, and a one-line description of the ggml build and devices.
+OM_API const char * om_version(void);
+OM_API const char * om_system_info(void);
+
+//
+// Model: the weights, hyperparameters and tokenizer of a GGUF file. Read-only once loaded.
+//
+
+typedef struct om_model om_model;
+
+typedef struct om_model_params {
+    const char * device;     // "auto" (first GPU, else CPU), "cpu", or a ggml device name such as "CUDA0"
+    int32_t      n_threads;  // CPU threads for compute; <= 0: all cores of this machine
+    bool         use_mmap;   // map the file instead of reading it (CPU weights are then used in place)
+    bool         use_repack; // let the CPU backend repack quantized weights into its faster layouts
+} om_model_params;
+
+OM_API void om_model_default_params(om_model_params * params);
+
+// Loads a text-model GGUF (architecture "qwen2vl"). Validates the header, hyperparameters and every
+// tensor's name, type and shape before touching data. On failure *out_model is NULL.
+OM_API om_status om_model_load(const char * path, const om_model_params * params, om_model ** out_model);
+
+// Frees a model. Every stream of the model must be freed first. NULL is allowed.
+OM_API void om_model_free(om_model * model);
+
+typedef struct om_model_info {
+    char     architecture[32];
+    char     name[128];          // general.name, or ""
+    char     device[64];         // where the weights live ("CPU", "CUDA0", ...)
+    int32_t  n_vocab;
+    int32_t  n_embd;
+    int32_t  n_layer;
+    int32_t  n_head;
+    int32_t  n_head_kv;
+    int32_t  n_embd_head;
+    int32_t  n_ff;
+    int32_t  n_ctx_train;
+    int32_t  rope_sections[4];   // M-RoPE sections (t, h, w, unused) in rotary pairs
+    float    rope_freq_base;
+    float    rms_norm_eps;
+    int64_t  n_params;
+    uint64_t weights_bytes;
+    int32_t  n_threads;
+    bool     has_tokenizer;
+    bool     tied_embeddings;    // the output head reuses token_embd
+} om_model_info;
+
+OM_API om_status om_model_get_info(const om_model * model, om_model_info * out_info);
+
+//
+// Tokenizer (llama.cpp's vocabulary code over the GGUF's tokenizer.ggml.* keys)
+//
+
+// Tokenizes UTF-8 text of text_len bytes. parse_special: special tokens written in the text (such as
+// "<|im_start|>") become their ids. Writes up to n_tokens_max ids; *n_tokens_out is the number of ids the
+// text needs. If that exceeds n_tokens_max, returns OM_STATUS_BUFFER_TOO_SMALL (call again, larger).
+OM_API om_status om_tokenize(const om_model * model, const char * text, int32_t text_len, bool parse_special,
+                             int32_t * tokens, int32_t n_tokens_max, int32_t * n_tokens_out);
+
+// The bytes of one token (not NUL-terminated; may be part of a multi-byte UTF-8 character).
+// special: render control tokens as their text instead of nothing. Same buffer contract as om_tokenize.
+OM_API om_status om_token_to_piece(const om_model * model, int32_t token, bool special,
+                                   char * buf, int32_t buf_size, int32_t * n_bytes_out);
+
+// True for tokens that end a generation (end of turn, end of text). False without a tokenizer.
+OM_API bool om_token_is_eog(const om_model * model, int32_t token);
+
+//
+// Stream: one session over a model — its KV memory, positions and last logits.
+//
+
+typedef struct om_stream om_stream;
+
+typedef enum om_kv_type {
+    OM_KV_TYPE_F16 = 0,  // default: half the memory, flash-attention path
+    OM_KV_TYPE_F32 = 1,  // exact; for parity checks and research
+} om_kv_type;
+
+typedef struct om_stream_params {
+    int32_t    n_ctx;    // rows of KV memory per layer; 0: the model's training context
+    int32_t    n_batch;  // most tokens evaluated in one graph; longer feeds are split
+    om_kv_type kv_type;
+} om_stream_params;
+
+OM_API void om_stream_default_params(om_stream_params * params);
+
+// Creates a stream over a model. The model must outlive the stream. On failure *out_stream is NULL.
+OM_API om_status om_stream_init(om_model * model, const om_stream_params * params, om_stream ** out_stream);
+
+// NULL is allowed.
+OM_API void om_stream_free(om_stream * stream);
+
+// Appends text tokens at the next positions and evaluates them; afterwards the logits of the last
+// token are available. On failure the stream is left exactly as it was before the call.
+OM_API om_status om_stream_feed_tokens(om_stream * stream, const int32_t * tokens, int32_t n_tokens);
+
+// Copies the logits of the last evaluated token (n_vocab floats). Fails if nothing was evaluated yet.
+OM_API om_status om_stream_get_logits(const om_stream * stream, float * out_logits, int32_t n_vocab);
+
+// Number of tokens fed so far (the length of the sequence, not the rows kept in memory).
+OM_API int32_t om_stream_n_tokens(const om_stream * stream);
+
+// Next position the stream will assign (the M-RoPE temporal axis).
+OM_API int32_t om_stream_next_pos(const om_stream * stream);
+
+// Rolls the stream back to its state after its first n_tokens tokens. n_tokens must be a point the
+// stream passed at the end of a feed call; the removed tokens' memory rows are dropped and positions
+// are restored. The logits become unavailable until the next feed.
+OM_API om_status om_stream_rollback(om_stream * stream, int32_t n_tokens);
+
+//
+// Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)
+//
+
+typedef struct om_sampler om_sampler;
+
+typedef struct om_sampler_params {
+    float    temperature;  // <= 0: greedy (argmax)
+    int32_t  top_k;        // <= 0: off
+    float    top_p;        // >= 1: off
+    uint32_t seed;         // seed of the draw; equal seeds give equal samples
+} om_sampler_params;
+
+OM_API void om_sampler_default_params(om_sampler_params * params);
+
+OM_API om_status om_sampler_init(const om_sampler_params * params, om_sampler ** out_sampler);
+
+// NULL is allowed.
+OM_API void om_sampler_free(om_sampler * sampler);
+
+// Draws the next token from the stream's last logits. Does not feed it.
+OM_API om_status om_sampler_sample(om_sampler * sampler, const om_stream * stream, int32_t * out_token);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // OMNIMEM_H

@@ -1,0 +1,262 @@
+// The C API of omnimem.h: argument checks and the translation of exceptions into status codes.
+// No C++ exception leaves this file.
+#include "common.h"
+#include "model/model.h"
+#include "stream/sampler.h"
+#include "stream/stream.h"
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+
+namespace {
+
+template <typename F>
+om_status guarded(F && body) {
+    try {
+        body();
+        om::set_last_error("");
+        return OM_STATUS_OK;
+    } catch (const om::error & e) {
+        om::set_last_error(e.what());
+        return e.status();
+    } catch (const std::bad_alloc &) {
+        om::set_last_error("out of host memory");
+        return OM_STATUS_BACKEND_ERROR;
+    } catch (const std::exception & e) {
+        om::set_last_error(std::string("internal error: ") + e.what());
+        return OM_STATUS_INTERNAL;
+    } catch (...) {
+        om::set_last_error("internal error: unknown exception");
+        return OM_STATUS_INTERNAL;
+    }
+}
+
+void require(bool ok, const char * what) {
+    if (!ok) {
+        om::fail(OM_STATUS_INVALID_ARGUMENT, "%s", what);
+    }
+}
+
+const llama_vocab & vocab_of(const om_model * model) {
+    if (model->vocab == nullptr) {
+        om::fail(OM_STATUS_NO_TOKENIZER, "%s has no tokenizer (it was converted without tokenizer files); feed token "
+                 "ids instead, or reconvert with tokenizer.json next to the checkpoint", model->path.c_str());
+    }
+    return *model->vocab;
+}
+
+void copy_string(char * dst, size_t cap, const std::string & src) {
+    const size_t n = std::min(cap - 1, src.size());
+    std::memcpy(dst, src.data(), n);
+    dst[n] = '\0';
+}
+
+} // namespace
+
+extern "C" {
+
+const char * om_last_error(void) { return om::last_error(); }
+
+const char * om_status_name(om_status status) {
+    switch (status) {
+        case OM_STATUS_OK:               return "ok";
+        case OM_STATUS_INVALID_ARGUMENT: return "invalid_argument";
+        case OM_STATUS_FILE_NOT_FOUND:   return "file_not_found";
+        case OM_STATUS_BAD_FILE:         return "bad_file";
+        case OM_STATUS_UNSUPPORTED:      return "unsupported";
+        case OM_STATUS_MODEL_MISMATCH:   return "model_mismatch";
+        case OM_STATUS_CONTEXT_FULL:     return "context_full";
+        case OM_STATUS_NO_TOKENIZER:     return "no_tokenizer";
+        case OM_STATUS_BUFFER_TOO_SMALL: return "buffer_too_small";
+        case OM_STATUS_BACKEND_ERROR:    return "backend_error";
+        case OM_STATUS_INTERNAL:         return "internal";
+    }
+    return "unknown";
+}
+
+const char * om_version(void) { return OMNIMEM_VERSION; }
+
+const char * om_system_info(void) {
+    static std::string info;
+    om::init_logging();
+    info = std::string("omnimem ") + OMNIMEM_VERSION + "; devices:";
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t d = ggml_backend_dev_get(i);
+        info += std::string(" ") + ggml_backend_dev_name(d) + " (" + ggml_backend_dev_description(d) + ")";
+    }
+    info += "; llama.cpp: ";
+    info += llama_print_system_info();
+    return info.c_str();
+}
+
+void om_model_default_params(om_model_params * p) {
+    p->device     = "auto";
+    p->n_threads  = 0;
+    p->use_mmap   = true;
+    p->use_repack = true;
+}
+
+om_status om_model_load(const char * path, const om_model_params * params, om_model ** out_model) {
+    if (out_model != nullptr) {
+        *out_model = nullptr;
+    }
+    return guarded([&] {
+        require(out_model != nullptr, "out_model is NULL");
+        om_model_params p;
+        om_model_default_params(&p);
+        *out_model = om::load_model(path, params != nullptr ? *params : p);
+    });
+}
+
+void om_model_free(om_model * model) { delete model; }
+
+om_status om_model_get_info(const om_model * m, om_model_info * out) {
+    return guarded([&] {
+        require(m != nullptr && out != nullptr, "model and out_info must not be NULL");
+        std::memset(out, 0, sizeof(*out));
+        const om::text_hparams & hp = m->hparams;
+        copy_string(out->architecture, sizeof(out->architecture), m->architecture);
+        copy_string(out->name, sizeof(out->name), m->name);
+        copy_string(out->device, sizeof(out->device), ggml_backend_dev_name(m->device));
+        out->n_vocab = hp.n_vocab;
+        out->n_embd = hp.n_embd;
+        out->n_layer = hp.n_layer;
+        out->n_head = hp.n_head;
+        out->n_head_kv = hp.n_head_kv;
+        out->n_embd_head = hp.n_embd_head;
+        out->n_ff = hp.n_ff;
+        out->n_ctx_train = hp.n_ctx_train;
+        std::copy(std::begin(hp.rope_sections), std::end(hp.rope_sections), out->rope_sections);
+        out->rope_freq_base = hp.rope_freq_base;
+        out->rms_norm_eps = hp.rms_norm_eps;
+        out->n_params = m->n_params;
+        out->weights_bytes = m->weights_bytes;
+        out->n_threads = m->n_threads;
+        out->has_tokenizer = m->vocab != nullptr;
+        out->tied_embeddings = m->output == m->tok_embd;
+    });
+}
+
+om_status om_tokenize(const om_model * model, const char * text, int32_t text_len, bool parse_special,
+                      int32_t * tokens, int32_t n_tokens_max, int32_t * n_tokens_out) {
+    return guarded([&] {
+        require(model != nullptr && text != nullptr && n_tokens_out != nullptr && text_len >= 0 && n_tokens_max >= 0,
+                "om_tokenize: NULL or negative argument");
+        const llama_vocab & vocab = vocab_of(model);
+        const int32_t n = llama_tokenize(&vocab, text, text_len, tokens, n_tokens_max, false, parse_special);
+        if (n == INT32_MIN) {
+            om::fail(OM_STATUS_INVALID_ARGUMENT, "the text is too long to tokenize");
+        }
+        *n_tokens_out = n < 0 ? -n : n;
+        if (n < 0) {
+            om::fail(OM_STATUS_BUFFER_TOO_SMALL, "the text needs %d tokens, the buffer holds %d", -n, n_tokens_max);
+        }
+    });
+}
+
+om_status om_token_to_piece(const om_model * model, int32_t token, bool special, char * buf, int32_t buf_size,
+                            int32_t * n_bytes_out) {
+    return guarded([&] {
+        require(model != nullptr && n_bytes_out != nullptr && buf_size >= 0, "om_token_to_piece: NULL argument");
+        const llama_vocab & vocab = vocab_of(model);
+        if (token < 0 || token >= llama_vocab_n_tokens(&vocab)) {
+            om::fail(OM_STATUS_INVALID_ARGUMENT, "token id %d is outside the vocabulary [0, %d)", token,
+                     llama_vocab_n_tokens(&vocab));
+        }
+        const int32_t n = llama_token_to_piece(&vocab, token, buf, buf_size, 0, special);
+        *n_bytes_out = n < 0 ? -n : n;
+        if (n < 0) {
+            om::fail(OM_STATUS_BUFFER_TOO_SMALL, "token %d needs %d bytes, the buffer holds %d", token, -n, buf_size);
+        }
+    });
+}
+
+bool om_token_is_eog(const om_model * model, int32_t token) {
+    return model != nullptr && model->vocab != nullptr && token >= 0 &&
+           token < llama_vocab_n_tokens(model->vocab) && llama_vocab_is_eog(model->vocab, token);
+}
+
+void om_stream_default_params(om_stream_params * p) {
+    p->n_ctx   = 4096;
+    p->n_batch = 512;
+    p->kv_type = OM_KV_TYPE_F16;
+}
+
+om_status om_stream_init(om_model * model, const om_stream_params * params, om_stream ** out_stream) {
+    if (out_stream != nullptr) {
+        *out_stream = nullptr;
+    }
+    return guarded([&] {
+        require(model != nullptr && out_stream != nullptr, "model and out_stream must not be NULL");
+        om_stream_params p;
+        om_stream_default_params(&p);
+        *out_stream = new om_stream(*model, params != nullptr ? *params : p);
+    });
+}
+
+void om_stream_free(om_stream * stream) { delete stream; }
+
+om_status om_stream_feed_tokens(om_stream * stream, const int32_t * tokens, int32_t n_tokens) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->feed_tokens(tokens, n_tokens);
+    });
+}
+
+om_status om_stream_get_logits(const om_stream * stream, float * out, int32_t n_vocab) {
+    return guarded([&] {
+        require(stream != nullptr && out != nullptr, "stream and out_logits must not be NULL");
+        if (stream->logits.empty()) {
+            om::fail(OM_STATUS_INVALID_ARGUMENT, "no logits yet: feed tokens first (a rollback also clears them)");
+        }
+        if (size_t(n_vocab) != stream->logits.size()) {
+            om::fail(OM_STATUS_INVALID_ARGUMENT, "n_vocab is %d but the model has %zu", n_vocab, stream->logits.size());
+        }
+        std::memcpy(out, stream->logits.data(), sizeof(float) * stream->logits.size());
+    });
+}
+
+int32_t om_stream_n_tokens(const om_stream * stream) { return stream != nullptr ? stream->n_tokens : 0; }
+
+int32_t om_stream_next_pos(const om_stream * stream) { return stream != nullptr ? stream->next_pos : 0; }
+
+om_status om_stream_rollback(om_stream * stream, int32_t n_tokens) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->rollback(n_tokens);
+    });
+}
+
+void om_sampler_default_params(om_sampler_params * p) {
+    p->temperature = 0.0f;
+    p->top_k = 40;
+    p->top_p = 0.95f;
+    p->seed = 0;
+}
+
+om_status om_sampler_init(const om_sampler_params * params, om_sampler ** out_sampler) {
+    if (out_sampler != nullptr) {
+        *out_sampler = nullptr;
+    }
+    return guarded([&] {
+        require(params != nullptr && out_sampler != nullptr, "params and out_sampler must not be NULL");
+        *out_sampler = om::make_sampler(*params);
+    });
+}
+
+void om_sampler_free(om_sampler * sampler) { om::free_sampler(sampler); }
+
+om_status om_sampler_sample(om_sampler * sampler, const om_stream * stream, int32_t * out_token) {
+    return guarded([&] {
+        require(sampler != nullptr && stream != nullptr && out_token != nullptr, "NULL argument to om_sampler_sample");
+        *out_token = om::sample(*sampler, *stream);
+    });
+}
+
+} // extern "C"

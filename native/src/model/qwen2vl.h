@@ -1,0 +1,37 @@
+// The Qwen2 text decoder with multi-section rotary embedding (M-RoPE), as in the Qwen2.5-Omni thinker
+// (GGUF architecture "qwen2vl"): RMSNorm, q/k/v with biases, GQA, SwiGLU, final norm and LM head.
+#pragma once
+
+#include "memory/kv-cache.h"
+#include "model/model.h"
+
+#include <vector>
+
+namespace om {
+
+// The graph inputs of one evaluated batch and where its logits come out.
+struct decoder_graph {
+    struct slot {                       // layers with the same number of live rows share these inputs
+        int32_t       n_past;
+        ggml_tensor * write_idx;        // I64 [n_tokens]: rows the new K/V go to
+        ggml_tensor * mask;             // F16/F32 [n_past + n_tokens, n_tokens]: 0 or -inf
+    };
+    int32_t             n_tokens = 0;
+    ggml_tensor *       tokens = nullptr;     // I32 [n_tokens]
+    ggml_tensor *       positions = nullptr;  // I32 [4*n_tokens], section-major (t..., h..., w..., 0...)
+    std::vector<slot>   slots;
+    ggml_tensor *       logits = nullptr;     // F32 [n_vocab, 1]: the last token's
+};
+
+// Builds the forward graph of n_tokens new tokens over the stream memory `kv` into gf. The K/V of the
+// new tokens are written into kv's storage at each layer's next rows. flash: ggml's flash-attention
+// kernel (F16 memory) instead of an explicit softmax(QK^T)V (F32 memory, bit-faithful reference path).
+decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
+                                  const kv_cache & kv, int32_t n_tokens, bool flash);
+
+// Uploads token ids, positions (t, h, w per token), write indices and causal masks into the graph
+// inputs, after the scheduler allocated them.
+// positions: [n_tokens][3] (t, h, w) per token.
+void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const int32_t * positions);
+
+} // namespace om

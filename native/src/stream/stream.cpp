@@ -1,0 +1,147 @@
+#include "stream/stream.h"
+
+#include "model/qwen2vl.h"
+
+#include <algorithm>
+
+om_stream::om_stream(om_model & model_, const om_stream_params & params_) : model(model_), params(params_) {
+    using namespace om;
+    const text_hparams & hp = model.hparams;
+    if (params.n_ctx <= 0) {
+        params.n_ctx = hp.n_ctx_train;
+    }
+    if (params.n_batch <= 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "n_batch must be positive, got %d", params.n_batch);
+    }
+    if (params.kv_type != OM_KV_TYPE_F16 && params.kv_type != OM_KV_TYPE_F32) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "unknown kv_type %d (use OM_KV_TYPE_F16 or OM_KV_TYPE_F32)", int(params.kv_type));
+    }
+    try {
+        backends.push_back(init_backend(model, model.device));
+        if (model.device != model.cpu_device) {
+            backends.push_back(init_backend(model, model.cpu_device));
+        }
+        const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+        kv = std::make_unique<kv_cache>(hp, params.n_ctx, type, ggml_backend_dev_buffer_type(model.device));
+
+        graph_size = size_t(hp.n_layer) * 48 + 256;
+        graph_meta.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
+        sched = ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), graph_size, false, true);
+        if (sched == nullptr) {
+            fail(OM_STATUS_BACKEND_ERROR, "cannot create the ggml scheduler");
+        }
+    } catch (...) {
+        for (ggml_backend_t b : backends) {
+            ggml_backend_free(b);
+        }
+        throw;
+    }
+}
+
+om_stream::~om_stream() {
+    if (sched != nullptr) {
+        ggml_backend_sched_free(sched);
+    }
+    kv.reset();
+    for (ggml_backend_t b : backends) {
+        ggml_backend_free(b);
+    }
+}
+
+void om_stream::eval_batch(const int32_t * tokens, const int32_t * positions, int32_t n, int32_t first_seq) {
+    using namespace om;
+    if (!kv->has_room(n)) {
+        fail(OM_STATUS_CONTEXT_FULL, "the stream memory is full (%d rows per layer); create the stream with a larger "
+             "n_ctx, or roll back what is no longer needed", kv->capacity());
+    }
+    ggml_init_params ip = {graph_meta.size(), graph_meta.data(), /*no_alloc=*/true};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size, false);
+    const bool flash = kv->type() == GGML_TYPE_F16;
+    const decoder_graph g = build_qwen2vl_graph(ctx, gf, model, *kv, n, flash);
+
+    ggml_backend_sched_reset(sched);
+    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+        ggml_free(ctx);
+        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate compute memory for a batch of %d tokens; use a smaller n_batch", n);
+    }
+    set_qwen2vl_inputs(g, tokens, positions);
+    const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        ggml_free(ctx);
+        fail(OM_STATUS_BACKEND_ERROR, "the ggml backend failed to compute a batch (status %d)", int(st));
+    }
+    logits.resize(size_t(model.hparams.n_vocab));
+    ggml_backend_tensor_get(g.logits, logits.data(), 0, sizeof(float) * logits.size());
+    ggml_free(ctx);
+
+    std::vector<row_meta> added(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t * p = positions + size_t(i) * 3;
+        added[size_t(i)] = {first_seq + i, {p[0], p[1], p[2]}, modality::text};
+    }
+    kv->commit(added);
+}
+
+void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
+    using namespace om;
+    if (n <= 0 || tokens == nullptr) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "feed_tokens needs at least one token");
+    }
+    for (int32_t i = 0; i < n; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= model.hparams.n_vocab) {
+            fail(OM_STATUS_INVALID_ARGUMENT, "token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i,
+                 model.hparams.n_vocab);
+        }
+    }
+    const int32_t n_tokens_before = n_tokens, next_pos_before = next_pos;
+    try {
+        std::vector<int32_t> pos(size_t(std::min(n, params.n_batch)) * 3);
+        for (int32_t start = 0; start < n; start += params.n_batch) {
+            const int32_t m = std::min(params.n_batch, n - start);
+            for (int32_t i = 0; i < m; ++i) {
+                std::fill_n(pos.begin() + i * 3, 3, next_pos + i);  // text: the same position on every axis
+            }
+            eval_batch(tokens + start, pos.data(), m, n_tokens);
+            n_tokens += m;
+            next_pos += m;
+        }
+    } catch (...) {
+        kv->drop_from(n_tokens_before);
+        n_tokens = n_tokens_before;
+        next_pos = next_pos_before;
+        logits.clear();
+        throw;
+    }
+    boundaries.emplace_back(n_tokens, next_pos);
+}
+
+void om_stream::rollback(int32_t n) {
+    using namespace om;
+    if (n == n_tokens) {
+        return;
+    }
+    if (n < 0 || n > n_tokens) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: the stream has %d", n, n_tokens);
+    }
+    int32_t pos = -1;
+    if (n == 0) {
+        pos = 0;
+    } else {
+        for (const auto & b : boundaries) {
+            if (b.first == n) {
+                pos = b.second;
+            }
+        }
+    }
+    if (pos < 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is not the end of an earlier feed", n);
+    }
+    kv->drop_from(n);
+    boundaries.erase(std::remove_if(boundaries.begin(), boundaries.end(),
+                                    [n](const std::pair<int32_t, int32_t> & b) { return b.first > n; }),
+                     boundaries.end());
+    n_tokens = n;
+    next_pos = pos;
+    logits.clear();
+}

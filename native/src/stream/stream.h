@@ -1,0 +1,36 @@
+// om_stream: one session over a model — its memory (kv_cache), the positions it hands out, the ggml
+// scheduler that evaluates batches, and the last token's logits.
+#pragma once
+
+#include "memory/kv-cache.h"
+#include "model/model.h"
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+struct om_stream {
+    om_stream(om_model & model, const om_stream_params & params);
+    ~om_stream();
+
+    // Evaluates text tokens at the next positions; all or nothing (see om_stream_feed_tokens).
+    void feed_tokens(const int32_t * tokens, int32_t n_tokens);
+    void rollback(int32_t n_tokens);
+
+    om_model & model;
+    om_stream_params params;
+    std::unique_ptr<om::kv_cache> kv;
+    std::vector<float> logits;           // of the last evaluated token; empty when unavailable
+    int32_t n_tokens = 0;                // tokens fed
+    int32_t next_pos = 0;                // next M-RoPE temporal position
+
+private:
+    void eval_batch(const int32_t * tokens, const int32_t * positions, int32_t n, int32_t first_seq);
+
+    std::vector<ggml_backend_t> backends;   // compute device first, CPU last
+    ggml_backend_sched_t sched = nullptr;
+    std::vector<uint8_t> graph_meta;        // memory of the graph's tensor descriptions
+    size_t graph_size = 0;
+    // (n_tokens, next_pos) at the end of every feed: the points a rollback may return to
+    std::vector<std::pair<int32_t, int32_t>> boundaries;
+};

@@ -1,0 +1,52 @@
+"""omnimem_cpp: stream audio-visual LLMs on small machines with a bounded, modality-aware KV cache.
+
+Quick start::
+
+    import omnimem_cpp as om
+    with om.Model("model.gguf") as model, model.stream() as s:
+        s.feed("A long story ...")
+        print(s.ask("What happened first?", max_tokens=64))
+"""
+
+from ._native import ffi as _ffi
+from ._native import lib as _lib
+from .errors import (
+    BackendError,
+    ContextFullError,
+    ConversionError,
+    InvalidArgumentError,
+    ModelFileError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    NoTokenizerError,
+    OmnimemError,
+    UnsupportedModelError,
+)
+from .model import Model, ModelInfo
+from .stream import POLICIES, Stream
+
+__version__ = _ffi.string(_lib.om_version()).decode()
+
+
+def system_info() -> str:
+    """The library version, the ggml devices of this build and the CPU features ggml uses."""
+    return _ffi.string(_lib.om_system_info()).decode()
+
+
+__all__ = [
+    "Model",
+    "ModelInfo",
+    "Stream",
+    "POLICIES",
+    "system_info",
+    "OmnimemError",
+    "InvalidArgumentError",
+    "ModelFileError",
+    "ModelNotFoundError",
+    "UnsupportedModelError",
+    "ModelMismatchError",
+    "ConversionError",
+    "ContextFullError",
+    "NoTokenizerError",
+    "BackendError",
+]

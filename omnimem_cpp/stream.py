@@ -1,0 +1,225 @@
+"""`Stream`: one session over a model — feed tokens or text, read logits, ask questions."""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union, overload
+
+import numpy as np
+
+from . import chat
+from ._native import check, ffi, lib
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from .model import Model
+
+__all__ = ["Stream", "POLICIES", "KV_TYPES"]
+
+POLICIES = ("full",)
+KV_TYPES = {"f16": 0, "f32": 1}
+
+
+class Stream:
+    """A session over a :class:`Model`: its own memory, positions and last logits.
+
+    Example::
+
+        with model.stream(system="You are a helpful assistant.") as s:
+            s.feed("The capital of France is Paris.")
+            print(s.ask("What is the capital of France?", max_tokens=16))
+
+    Args:
+        model: the model the stream runs on; it must stay open while the stream is used.
+        policy: how the memory is bounded. ``"full"`` keeps every token.
+        n_ctx: rows of memory per layer (the most tokens a ``"full"`` stream holds).
+        n_batch: the most tokens evaluated in one graph; longer feeds are split.
+        kv_type: ``"f16"`` (default, half the memory) or ``"f32"`` (exact, for parity checks).
+        system: a system prompt fed first, in the model's chat layout.
+
+    Calls on one stream are serialized by a lock; use one stream per thread for parallel work.
+    """
+
+    def __init__(
+        self,
+        model: "Model",
+        *,
+        policy: str = "full",
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        kv_type: str = "f16",
+        system: Optional[str] = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")
+        if kv_type not in KV_TYPES:
+            raise InvalidArgumentError(f"unknown kv_type {kv_type!r}; available: {', '.join(KV_TYPES)}")
+        if n_ctx < 1 or n_batch < 1:
+            raise InvalidArgumentError(f"n_ctx and n_batch must be positive, got {n_ctx} and {n_batch}")
+        self.model = model
+        self.policy = policy
+        params = ffi.new("om_stream_params *")
+        lib.om_stream_default_params(params)
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.kv_type = KV_TYPES[kv_type]
+        out = ffi.new("om_stream **")
+        check(lib.om_stream_init(model.handle, params, out))
+        self._handle = out[0]
+        self._lock = threading.RLock()
+        self._logits = np.empty(model.info.n_vocab, dtype=np.float32)
+        model._register(self)
+        if system is not None:
+            self.feed(chat.system_turn(system))
+
+    # --- lifetime ---------------------------------------------------------------------------------------
+
+    @property
+    def handle(self):
+        if self._handle is None:
+            raise InvalidArgumentError("this stream is closed")
+        return self._handle
+
+    def close(self) -> None:
+        """Frees the stream's memory. Safe to call twice."""
+        with self._lock:
+            if self._handle is None:
+                return
+            lib.om_stream_free(self._handle)
+            self._handle = None
+        self.model._unregister(self)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            self.close()
+
+    # --- feeding ----------------------------------------------------------------------------------------
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens fed so far (the sequence length)."""
+        return int(lib.om_stream_n_tokens(self.handle))
+
+    @property
+    def next_position(self) -> int:
+        """The position the next token gets (the M-RoPE temporal axis)."""
+        return int(lib.om_stream_next_pos(self.handle))
+
+    def feed_tokens(self, tokens: Union[Sequence[int], np.ndarray]) -> None:
+        """Evaluates token ids at the next positions. On error the stream is unchanged."""
+        ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        if ids.ndim != 1 or ids.size == 0:
+            raise InvalidArgumentError("feed_tokens needs a non-empty 1-D sequence of token ids")
+        with self._lock:
+            check(lib.om_stream_feed_tokens(self.handle, ffi.from_buffer("int32_t[]", ids), int(ids.size)))
+
+    def feed(self, text: str) -> None:
+        """Tokenizes ``text`` (special tokens such as ``<|im_start|>`` included) and feeds it."""
+        self.feed_tokens(self.model.tokenize(text, special=True))
+
+    def logits(self) -> np.ndarray:
+        """Float32 logits of the last fed position, shape ``[n_vocab]`` (a copy)."""
+        with self._lock:
+            check(lib.om_stream_get_logits(self.handle, ffi.from_buffer("float[]", self._logits), self._logits.size))
+            return self._logits.copy()
+
+    def rollback(self, n_tokens: int) -> None:
+        """Returns the stream to its state after its first ``n_tokens`` tokens, which must be where an
+        earlier feed ended. The logits are unavailable until the next feed."""
+        with self._lock:
+            check(lib.om_stream_rollback(self.handle, n_tokens))
+
+    # --- asking -----------------------------------------------------------------------------------------
+
+    @overload
+    def ask(self, question: str, *, max_tokens: int = ..., temperature: float = ..., top_k: int = ...,
+            top_p: float = ..., seed: int = ..., keep: bool = ..., stream: "Literal[False]" = ...) -> str: ...
+
+    @overload
+    def ask(self, question: str, *, max_tokens: int = ..., temperature: float = ..., top_k: int = ...,
+            top_p: float = ..., seed: int = ..., keep: bool = ..., stream: "Literal[True]") -> Iterator[str]: ...
+
+    def ask(
+        self,
+        question: str,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        seed: int = 0,
+        keep: bool = False,
+        stream: bool = False,
+    ) -> Union[str, Iterator[str]]:
+        """Asks a question about everything fed so far and generates the answer.
+
+        The question is wrapped in the model's chat layout. ``temperature=0`` is greedy; otherwise the
+        answer is drawn with top-k, top-p and a seed. Unless ``keep=True``, the question and the answer
+        are rolled back afterwards, so the stream can be asked again and keep going unchanged — also when
+        the caller stops iterating early or is interrupted.
+
+        Returns the answer, or with ``stream=True`` an iterator of text pieces as they are generated.
+        """
+        if max_tokens < 1:
+            raise InvalidArgumentError(f"max_tokens must be at least 1, got {max_tokens}")
+        pieces = self._generate(chat.user_turn(question), max_tokens, temperature, top_k, top_p, seed, keep)
+        return pieces if stream else "".join(pieces)
+
+    def _generate(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
+                  keep: bool) -> Iterator[str]:
+        sampler = _Sampler(temperature, top_k, top_p, seed)
+        prompt_ids = self.model.tokenize(prompt, special=True)
+        with self._lock:
+            mark = self.n_tokens
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            try:
+                self.feed_tokens(prompt_ids)
+                for _ in range(max_tokens):
+                    token = sampler.sample(self)
+                    if self.model.is_end_of_generation(token):
+                        break
+                    piece = decoder.decode(self.model.token_bytes(token))
+                    self.feed_tokens([token])
+                    if piece:
+                        yield piece
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+            finally:
+                sampler.close()
+                if not keep:
+                    self.rollback(mark)
+
+
+class _Sampler:
+    """Owns one native sampler (llama.cpp's chain) for one generation."""
+
+    def __init__(self, temperature: float, top_k: int, top_p: float, seed: int) -> None:
+        params = ffi.new("om_sampler_params *")
+        lib.om_sampler_default_params(params)
+        params.temperature = temperature
+        params.top_k = top_k
+        params.top_p = top_p
+        params.seed = seed & 0xFFFFFFFF
+        out = ffi.new("om_sampler **")
+        check(lib.om_sampler_init(params, out))
+        self._handle = out[0]
+
+    def sample(self, stream: Stream) -> int:
+        token = ffi.new("int32_t *")
+        check(lib.om_sampler_sample(self._handle, stream.handle, token))
+        return int(token[0])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib.om_sampler_free(self._handle)
+            self._handle = None

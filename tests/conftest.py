@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random checkpoints, built once per test session and per distinct set of arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+import tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny_thinker(tmp_path_factory):
+    """Factory: tiny_thinker(config="base", *, tokenizer=True, full_checkpoint=False, shards=1, seed=0) -> Path.
+
+    Returns an HF checkpoint directory written by tiny_models.make_thinker; the same arguments give the same
+    directory for the whole session, so treat it as read-only.
+    """
+    cache = {}
+    defaults = dict(tokenizer=True, full_checkpoint=False, shards=1, seed=0)
+
+    def make(config="base", **kw):
+        kw = {**defaults, **kw}
+        key = (config, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = tiny_models.make_thinker(tmp_path_factory.mktemp(f"hf-{config}"), config, **kw)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_thinker, tmp_path_factory):
+    """Factory: tiny_gguf(config="base", outtype="f32", **make_thinker_kw) -> Path of a converted text GGUF."""
+    from omnimem_cpp.convert import convert_checkpoint
+
+    cache = {}
+
+    def make(config="base", outtype="f32", **kw):
+        key = (config, outtype, tuple(sorted(kw.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"gguf-{config}") / f"{config}-{outtype}.gguf"
+            cache[key] = convert_checkpoint(tiny_thinker(config, **kw), out, outtype, progress=False)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_thinker):
+    """Factory: tiny_reference(config="base", seed=0) -> the float32 transformers thinker of that checkpoint."""
+    cache = {}
+
+    def make(config="base", seed=0):
+        key = (config, seed)
+        if key not in cache:
+            cache[key] = tiny_models.load_thinker(tiny_thinker(config, seed=seed))
+        return cache[key]
+
+    return make

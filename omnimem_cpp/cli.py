@@ -1,0 +1,152 @@
+"""The `omnimem` command line.
+
+    omnimem convert HF_DIR --outfile model.gguf --outtype q8_0
+    omnimem info model.gguf
+    omnimem run model.gguf --text "Some context ..." --ask "A question?"
+    omnimem demo
+
+Exit codes: 0 success, 1 a runtime failure, 2 bad usage or input (missing file, bad option value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional, Sequence
+
+from .errors import InvalidArgumentError, ModelFileError, OmnimemError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
+
+    out = convert_checkpoint(args.hf_dir, args.outfile, args.outtype, progress=not args.quiet)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .gguf_info import describe, format_info
+
+    info = describe(args.file)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .model import Model
+
+    with Model(args.model, n_threads=args.threads, device=args.device) as model:
+        with model.stream(n_ctx=args.n_ctx, kv_type=args.kv_type, system=args.system) as stream:
+            start = time.perf_counter()
+            if args.text:
+                stream.feed(args.text)
+            ingest_s = time.perf_counter() - start
+            answers = []
+            for question in args.ask:
+                start = time.perf_counter()
+                if args.json:
+                    answer = stream.ask(question, max_tokens=args.max_tokens, temperature=args.temperature,
+                                        seed=args.seed)
+                else:
+                    print(f"Q: {question}\nA: ", end="", flush=True)
+                    answer = ""
+                    for piece in stream.ask(question, max_tokens=args.max_tokens, temperature=args.temperature,
+                                            seed=args.seed, stream=True):
+                        print(piece, end="", flush=True)
+                        answer += piece
+                    print()
+                answers.append({"question": question, "answer": answer,
+                                "seconds": round(time.perf_counter() - start, 3)})
+            if args.json:
+                print(json.dumps({"model": args.model, "tokens_fed": stream.n_tokens,
+                                  "ingest_seconds": round(ingest_s, 3), "answers": answers}, indent=2))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(n_threads=args.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omnimem",
+        description="Stream audio-visual LLMs with a bounded KV cache (OmniMem) on small machines.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  omnimem convert ./Qwen2.5-Omni-3B --outfile omni-3b-q8_0.gguf --outtype q8_0\n"
+               "  omnimem info omni-3b-q8_0.gguf\n"
+               "  omnimem run omni-3b-q8_0.gguf --text \"$(cat notes.txt)\" --ask \"Summarise the notes.\"\n"
+               "  omnimem demo",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    from .convert import OUTTYPES
+
+    p = sub.add_parser(
+        "convert", help="convert a Hugging Face Qwen2.5-Omni checkpoint to GGUF",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a Qwen2.5-Omni checkpoint directory (full model or thinker alone, safetensors) to a "
+                    "text-model GGUF that omnimem and llama.cpp load.",
+        epilog="Example:\n  omnimem convert ./Qwen2.5-Omni-7B --outfile omni-7b-q8_0.gguf --outtype q8_0")
+    p.add_argument("hf_dir", help="checkpoint directory with config.json and *.safetensors")
+    p.add_argument("--outfile", "-o", required=True, help="the GGUF file to write")
+    p.add_argument("--outtype", default="f16", choices=OUTTYPES, help="weight type of 2-D tensors (default f16)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "info", help="describe a GGUF file", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print a GGUF file's architecture, hyperparameters, tokenizer, tensor types and size.",
+        epilog="Example:\n  omnimem info omni-7b-q8_0.gguf --json")
+    p.add_argument("file", help="a .gguf file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "run", help="feed text to a model and ask questions", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load a model, feed text into a stream and answer questions about it.",
+        epilog='Example:\n  omnimem run model.gguf --text "Ann has 3 cats." --ask "How many cats?" --ask "Who?"')
+    p.add_argument("model", help="text-model GGUF")
+    p.add_argument("--text", help="text fed into the stream before the questions")
+    p.add_argument("--ask", action="append", default=[], help="a question (repeatable)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-ctx", type=int, default=4096, help="memory rows per layer")
+    p.add_argument("--kv-type", default="f16", choices=("f16", "f32"))
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
+    p.add_argument("--json", action="store_true", help="print the answers as JSON")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="run the embedded demo model", description="Stream text through the model "
+                       "shipped with the package and ask it a question; needs no download.")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (InvalidArgumentError, ModelFileError, FileNotFoundError) as e:
+        print(f"omnimem {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OmnimemError as e:
+        print(f"omnimem {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILURE if not isinstance(e, ValueError) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,7 @@ __all__ = ["Stream", "POLICIES", "KV_TYPES"]
 
 POLICIES = ("full",)
 KV_TYPES = {"f16": 0, "f32": 1}
+MODALITIES = {"text": 0, "visual": 1, "audio": 2}
 
 
 class Stream:
@@ -122,6 +123,30 @@ class Stream:
         with self._lock:
             check(lib.om_stream_feed_tokens(self.handle, ffi.from_buffer("int32_t[]", ids), int(ids.size)))
 
+    def feed_embeddings(self, embeddings: np.ndarray, positions: np.ndarray,
+                        modality: Union[str, Sequence[str], np.ndarray] = "text") -> None:
+        """Evaluates inputs given as embeddings in the model's input space, at explicit M-RoPE positions.
+
+        Args:
+            embeddings: float32 ``[n, n_embd]``.
+            positions: ``[n, 3]`` (temporal, height, width) positions, as transformers' ``get_rope_index``
+                gives them; text fed later continues at 1 + the largest position.
+            modality: ``"text"``, ``"visual"`` or ``"audio"`` for all rows, or one per row (names or the
+                codes 0, 1, 2) — what the cache manager budgets separately.
+        """
+        embd = np.ascontiguousarray(embeddings, dtype=np.float32)
+        pos = np.ascontiguousarray(positions, dtype=np.int32)
+        n_embd = self.model.info.n_embd
+        if embd.ndim != 2 or embd.shape[1] != n_embd or embd.shape[0] == 0:
+            raise InvalidArgumentError(f"embeddings must have shape [n, {n_embd}], got {list(embd.shape)}")
+        if pos.shape != (embd.shape[0], 3):
+            raise InvalidArgumentError(f"positions must have shape [{embd.shape[0]}, 3], got {list(pos.shape)}")
+        mods = _modality_codes(modality, embd.shape[0])
+        with self._lock:
+            check(lib.om_stream_feed_embeddings(self.handle, ffi.from_buffer("float[]", embd),
+                                                ffi.from_buffer("int32_t[]", pos), ffi.from_buffer("int8_t[]", mods),
+                                                embd.shape[0]))
+
     def feed(self, text: str) -> None:
         """Tokenizes ``text`` (special tokens such as ``<|im_start|>`` included) and feeds it."""
         self.feed_tokens(self.model.tokenize(text, special=True))
@@ -198,6 +223,17 @@ class Stream:
                 sampler.close()
                 if not keep:
                     self.rollback(mark)
+
+
+def _modality_codes(modality: Union[str, Sequence[str], np.ndarray], n: int) -> np.ndarray:
+    if isinstance(modality, str):
+        if modality not in MODALITIES:
+            raise InvalidArgumentError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+        return np.full(n, MODALITIES[modality], dtype=np.int8)
+    codes = np.array([MODALITIES.get(m, m) if isinstance(m, str) else m for m in modality])
+    if codes.shape != (n,) or not np.isin(codes, list(MODALITIES.values())).all():
+        raise InvalidArgumentError(f"modality must be one name or {n} names/codes from {list(MODALITIES)}")
+    return np.ascontiguousarray(codes, dtype=np.int8)
 
 
 class _Sampler:

@@ -139,3 +139,45 @@ def test_quantized_weights_against_dequantized_reference(config, outtype, tolera
         ours = np.vstack([s.logits()[None], decode_each(s, ids[10:])])
     assert rel_err(ours, expected[9:]) <= tolerance
     assert (ours.argmax(-1) == expected[9:].argmax(-1)).mean() >= 0.75
+
+
+def test_tmrope_positions_of_an_audio_visual_prompt_match_transformers(tiny_thinker, tiny_gguf, tiny_reference):
+    """Inputs with distinct (t, h, w) positions — a video with its audio interleaved, as transformers' own
+    get_rope_index lays them out — exercise every M-RoPE section. The inputs are given as embeddings (the
+    encoders are tested elsewhere); the text around them as tokens."""
+    import tiny_models
+
+    ref = tiny_reference("base")
+    ids = tiny_models.TOKEN_IDS
+    grid_t, grid_h, grid_w = 3, 4, 6                      # patch grid before the 2x2 merge
+    n_video = grid_t * (grid_h // 2) * (grid_w // 2)
+    n_audio = 40
+    prefix = tokens_of(tiny_thinker("base"), "<|im_start|>user\n")
+    block = ([ids["<|vision_bos|>"], ids["<|audio_bos|>"]] + [ids["<|VIDEO|>"]] * n_video
+             + [ids["<|AUDIO|>"]] * n_audio + [ids["<|audio_eos|>"], ids["<|vision_eos|>"]])
+    suffix = tokens_of(tiny_thinker("base"), "What happened?<|im_end|>\n<|im_start|>assistant\n")
+    input_ids = torch.tensor([prefix + block + suffix])
+    positions, _ = ref.get_rope_index(
+        input_ids, video_grid_thw=torch.tensor([[grid_t, grid_h, grid_w]]), attention_mask=torch.ones_like(input_ids),
+        use_audio_in_video=True, audio_seqlens=torch.tensor([4 * n_audio - 3]), second_per_grids=torch.tensor([1.0]))
+    positions = positions[:, 0].T.numpy()                # [n, 3]
+    assert (positions[:, 0] != positions[:, 1]).any() and (positions[:, 1] != positions[:, 2]).any()
+    rng = np.random.default_rng(0)
+    embeddings = ref.get_input_embeddings()(input_ids)[0].detach().numpy().copy()
+    media = np.isin(input_ids[0].numpy(), [ids["<|VIDEO|>"], ids["<|AUDIO|>"]])
+    embeddings[media] = rng.normal(0, 1, (int(media.sum()), embeddings.shape[1]))  # stand-ins for encoder outputs
+    with torch.no_grad():
+        expected = ref(inputs_embeds=torch.from_numpy(embeddings)[None],
+                       position_ids=torch.from_numpy(positions.T.copy())[:, None]).logits[0].numpy()
+
+    start, end = len(prefix), len(prefix) + len(block)
+    with om.Model(tiny_gguf("base", "f32"), n_threads=2) as model, model.stream(kv_type="f32", n_ctx=256) as s:
+        s.feed_tokens(prefix)
+        assert rel_err(s.logits(), expected[start - 1]) <= 1e-4
+        modality = np.where(input_ids[0, start:end].numpy() == ids["<|AUDIO|>"], 2,
+                            np.where(media[start:end], 1, 0))
+        s.feed_embeddings(embeddings[start:end], positions[start:end], modality)
+        assert rel_err(s.logits(), expected[end - 1]) <= 1e-4
+        assert s.next_position == positions[:end].max() + 1
+        s.feed_tokens(suffix)   # text after the block continues at max + 1, as get_rope_index does
+        assert rel_err(s.logits(), expected[-1]) <= 1e-4

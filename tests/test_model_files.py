@@ -81,8 +81,9 @@ def broken_files(tiny_gguf, tmp_path_factory):
         "directory": d,
         "intact": good,
     }
+    # cwd outside the source tree: the child must import the installed package
     proc = subprocess.run([sys.executable, "-c", _LOADER, *map(str, files.values())], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=d)
     assert proc.returncode == 0, f"the loader process died: {proc.returncode}\n{proc.stderr[-2000:]}"
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     return {name: results[str(path)] for name, path in files.items()}

@@ -168,13 +168,27 @@ OM_API void om_stream_free(om_stream * stream);
 // token are available. On failure the stream is left exactly as it was before the call.
 OM_API om_status om_stream_feed_tokens(om_stream * stream, const int32_t * tokens, int32_t n_tokens);
 
+// What a fed row is, for the cache manager's separate budgets.
+typedef enum om_modality {
+    OM_MODALITY_TEXT   = 0,  // text and special tokens
+    OM_MODALITY_VISUAL = 1,
+    OM_MODALITY_AUDIO  = 2,
+} om_modality;
+
+// Appends inputs given as embeddings in the model's input space (encoder outputs, or token embeddings
+// computed elsewhere) at explicit M-RoPE positions, and evaluates them. embeddings: [n][n_embd] floats,
+// row-major; positions: [n][3] (t, h, w) per input; modality: [n] om_modality values, or NULL for text.
+// Later text tokens continue at 1 + the largest position fed on any axis. All or nothing, as above.
+OM_API om_status om_stream_feed_embeddings(om_stream * stream, const float * embeddings, const int32_t * positions,
+                                           const int8_t * modality, int32_t n);
+
 // Copies the logits of the last evaluated token (n_vocab floats). Fails if nothing was evaluated yet.
 OM_API om_status om_stream_get_logits(const om_stream * stream, float * out_logits, int32_t n_vocab);
 
 // Number of tokens fed so far (the length of the sequence, not the rows kept in memory).
 OM_API int32_t om_stream_n_tokens(const om_stream * stream);
 
-// Next position the stream will assign (the M-RoPE temporal axis).
+// Position the next text token gets: 1 + the largest position fed on any axis (0 for an empty stream).
 OM_API int32_t om_stream_next_pos(const om_stream * stream);
 
 // Rolls the stream back to its state after its first n_tokens tokens. n_tokens must be a point the

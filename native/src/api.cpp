@@ -1,5 +1,6 @@
 // The C API of omnimem.h: argument checks and the translation of exceptions into status codes.
 // No C++ exception leaves this file.
+#include "api-guard.h"
 #include "common.h"
 #include "model/model.h"
 #include "stream/sampler.h"
@@ -16,32 +17,8 @@
 
 namespace {
 
-template <typename F>
-om_status guarded(F && body) {
-    try {
-        body();
-        om::set_last_error("");
-        return OM_STATUS_OK;
-    } catch (const om::error & e) {
-        om::set_last_error(e.what());
-        return e.status();
-    } catch (const std::bad_alloc &) {
-        om::set_last_error("out of host memory");
-        return OM_STATUS_BACKEND_ERROR;
-    } catch (const std::exception & e) {
-        om::set_last_error(std::string("internal error: ") + e.what());
-        return OM_STATUS_INTERNAL;
-    } catch (...) {
-        om::set_last_error("internal error: unknown exception");
-        return OM_STATUS_INTERNAL;
-    }
-}
-
-void require(bool ok, const char * what) {
-    if (!ok) {
-        om::fail(OM_STATUS_INVALID_ARGUMENT, "%s", what);
-    }
-}
+using om::guarded;
+using om::require;
 
 const llama_vocab & vocab_of(const om_model * model) {
     if (model->vocab == nullptr) {
@@ -206,6 +183,21 @@ om_status om_stream_feed_tokens(om_stream * stream, const int32_t * tokens, int3
     return guarded([&] {
         require(stream != nullptr, "stream is NULL");
         stream->feed_tokens(tokens, n_tokens);
+    });
+}
+
+om_status om_stream_feed_embeddings(om_stream * stream, const float * embeddings, const int32_t * positions,
+                                    const int8_t * modality, int32_t n) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        if (modality != nullptr) {
+            for (int32_t i = 0; i < n; ++i) {
+                if (modality[i] < OM_MODALITY_TEXT || modality[i] > OM_MODALITY_AUDIO) {
+                    om::fail(OM_STATUS_INVALID_ARGUMENT, "modality %d of input %d is not an om_modality", modality[i], i);
+                }
+            }
+        }
+        stream->feed_embeddings(embeddings, positions, reinterpret_cast<const om::modality *>(modality), n);
     });
 }
 

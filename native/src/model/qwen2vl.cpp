@@ -41,13 +41,21 @@ static ggml_tensor * attention(ggml_context * ctx, const kv_cache & kv, int32_t 
 }
 
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
-                                  const kv_cache & kv, int32_t n_tokens, bool flash) {
+                                  const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash) {
     const text_hparams & hp = model.hparams;
     decoder_graph g;
     g.n_tokens = n_tokens;
 
-    g.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
-    ggml_set_input(g.tokens);
+    ggml_tensor * x = nullptr;   // [n_embd, n_tokens]
+    if (from_embeddings) {
+        g.embd = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_embd, n_tokens);
+        ggml_set_input(g.embd);
+        x = g.embd;
+    } else {
+        g.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
+        ggml_set_input(g.tokens);
+        x = ggml_get_rows(ctx, model.tok_embd, g.tokens);
+    }
     g.positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(n_tokens) * 4);
     ggml_set_input(g.positions);
 
@@ -78,7 +86,6 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
                                hp.n_ctx_train, hp.rope_freq_base, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
     };
 
-    ggml_tensor * x = ggml_get_rows(ctx, model.tok_embd, g.tokens);   // [n_embd, n_tokens]
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const decoder_layer & L = model.layers[size_t(il)];
         const decoder_graph::slot & sl = g.slots[slot_of_layer[size_t(il)]];
@@ -116,9 +123,14 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
     return g;
 }
 
-void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const int32_t * positions) {
+void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const float * embeddings,
+                        const int32_t * positions) {
     const int32_t n = g.n_tokens;
-    ggml_backend_tensor_set(g.tokens, tokens, 0, sizeof(int32_t) * size_t(n));
+    if (g.embd != nullptr) {
+        ggml_backend_tensor_set(g.embd, embeddings, 0, ggml_nbytes(g.embd));
+    } else {
+        ggml_backend_tensor_set(g.tokens, tokens, 0, sizeof(int32_t) * size_t(n));
+    }
 
     std::vector<int32_t> pos(size_t(n) * 4, 0);
     for (int32_t i = 0; i < n; ++i) {

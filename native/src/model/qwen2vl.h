@@ -17,21 +17,23 @@ struct decoder_graph {
         ggml_tensor * mask;             // F16/F32 [n_past + n_tokens, n_tokens]: 0 or -inf
     };
     int32_t             n_tokens = 0;
-    ggml_tensor *       tokens = nullptr;     // I32 [n_tokens]
+    ggml_tensor *       tokens = nullptr;     // I32 [n_tokens], or
+    ggml_tensor *       embd = nullptr;       // F32 [n_embd, n_tokens]: inputs given as embeddings
     ggml_tensor *       positions = nullptr;  // I32 [4*n_tokens], section-major (t..., h..., w..., 0...)
     std::vector<slot>   slots;
     ggml_tensor *       logits = nullptr;     // F32 [n_vocab, 1]: the last token's
 };
 
-// Builds the forward graph of n_tokens new tokens over the stream memory `kv` into gf. The K/V of the
-// new tokens are written into kv's storage at each layer's next rows. flash: ggml's flash-attention
-// kernel (F16 memory) instead of an explicit softmax(QK^T)V (F32 memory, bit-faithful reference path).
+// Builds the forward graph of n_tokens new inputs (token ids, or embeddings when from_embeddings) over
+// the stream memory `kv` into gf. The K/V of the new tokens are written into kv's storage at each layer's
+// next rows. flash: ggml's flash-attention kernel (F16 memory) instead of an explicit softmax(QK^T)V (F32
+// memory, the exact reference path).
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
-                                  const kv_cache & kv, int32_t n_tokens, bool flash);
+                                  const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash);
 
-// Uploads token ids, positions (t, h, w per token), write indices and causal masks into the graph
-// inputs, after the scheduler allocated them.
-// positions: [n_tokens][3] (t, h, w) per token.
-void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const int32_t * positions);
+// Uploads the inputs (token ids or embeddings [n_tokens][n_embd]), positions ([n_tokens][3]: t, h, w),
+// write indices and causal masks into the graph, after the scheduler allocated them.
+void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const float * embeddings,
+                        const int32_t * positions);
 
 } // namespace om

@@ -48,9 +48,9 @@ om_stream::~om_stream() {
     }
 }
 
-void om_stream::eval_batch(const int32_t * tokens, const int32_t * positions, int32_t n, int32_t first_seq) {
+void om_stream::eval_batch(const batch & b) {
     using namespace om;
-    if (!kv->has_room(n)) {
+    if (!kv->has_room(b.n)) {
         fail(OM_STATUS_CONTEXT_FULL, "the stream memory is full (%d rows per layer); create the stream with a larger "
              "n_ctx, or roll back what is no longer needed", kv->capacity());
     }
@@ -58,14 +58,15 @@ void om_stream::eval_batch(const int32_t * tokens, const int32_t * positions, in
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size, false);
     const bool flash = kv->type() == GGML_TYPE_F16;
-    const decoder_graph g = build_qwen2vl_graph(ctx, gf, model, *kv, n, flash);
+    const decoder_graph g = build_qwen2vl_graph(ctx, gf, model, *kv, b.n, b.embeddings != nullptr, flash);
 
     ggml_backend_sched_reset(sched);
     if (!ggml_backend_sched_alloc_graph(sched, gf)) {
         ggml_free(ctx);
-        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate compute memory for a batch of %d tokens; use a smaller n_batch", n);
+        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate compute memory for a batch of %d tokens; use a smaller n_batch",
+             b.n);
     }
-    set_qwen2vl_inputs(g, tokens, positions);
+    set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions);
     const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
     if (st != GGML_STATUS_SUCCESS) {
         ggml_free(ctx);
@@ -75,12 +76,37 @@ void om_stream::eval_batch(const int32_t * tokens, const int32_t * positions, in
     ggml_backend_tensor_get(g.logits, logits.data(), 0, sizeof(float) * logits.size());
     ggml_free(ctx);
 
-    std::vector<row_meta> added(static_cast<size_t>(n));
-    for (int32_t i = 0; i < n; ++i) {
-        const int32_t * p = positions + size_t(i) * 3;
-        added[size_t(i)] = {first_seq + i, {p[0], p[1], p[2]}, modality::text};
+    std::vector<row_meta> added(static_cast<size_t>(b.n));
+    for (int32_t i = 0; i < b.n; ++i) {
+        const int32_t * p = b.positions + size_t(i) * 3;
+        added[size_t(i)] = {n_tokens + i, {p[0], p[1], p[2]}, b.modality[i]};
+        next_pos = std::max(next_pos, 1 + std::max({p[0], p[1], p[2]}));
     }
     kv->commit(added);
+    n_tokens += b.n;
+}
+
+void om_stream::feed(const batch & all) {
+    const int32_t n_tokens_before = n_tokens, next_pos_before = next_pos;
+    try {
+        for (int32_t start = 0; start < all.n; start += params.n_batch) {
+            batch b = all;
+            b.n = std::min(params.n_batch, all.n - start);
+            b.tokens = all.tokens != nullptr ? all.tokens + start : nullptr;
+            b.embeddings = all.embeddings != nullptr ? all.embeddings + size_t(start) * size_t(model.hparams.n_embd)
+                                                     : nullptr;
+            b.positions = all.positions + size_t(start) * 3;
+            b.modality = all.modality + start;
+            eval_batch(b);
+        }
+    } catch (...) {
+        kv->drop_from(n_tokens_before);
+        n_tokens = n_tokens_before;
+        next_pos = next_pos_before;
+        logits.clear();
+        throw;
+    }
+    boundaries.emplace_back(n_tokens, next_pos);
 }
 
 void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
@@ -94,26 +120,27 @@ void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
                  model.hparams.n_vocab);
         }
     }
-    const int32_t n_tokens_before = n_tokens, next_pos_before = next_pos;
-    try {
-        std::vector<int32_t> pos(size_t(std::min(n, params.n_batch)) * 3);
-        for (int32_t start = 0; start < n; start += params.n_batch) {
-            const int32_t m = std::min(params.n_batch, n - start);
-            for (int32_t i = 0; i < m; ++i) {
-                std::fill_n(pos.begin() + i * 3, 3, next_pos + i);  // text: the same position on every axis
-            }
-            eval_batch(tokens + start, pos.data(), m, n_tokens);
-            n_tokens += m;
-            next_pos += m;
-        }
-    } catch (...) {
-        kv->drop_from(n_tokens_before);
-        n_tokens = n_tokens_before;
-        next_pos = next_pos_before;
-        logits.clear();
-        throw;
+    std::vector<int32_t> positions(size_t(n) * 3);
+    for (int32_t i = 0; i < n; ++i) {
+        std::fill_n(positions.begin() + i * 3, 3, next_pos + i);  // text: the same position on every axis
     }
-    boundaries.emplace_back(n_tokens, next_pos);
+    const std::vector<modality> text(size_t(n), modality::text);
+    feed({tokens, nullptr, positions.data(), text.data(), n});
+}
+
+void om_stream::feed_embeddings(const float * embeddings, const int32_t * positions, const om::modality * mods,
+                                int32_t n) {
+    using namespace om;
+    if (n <= 0 || embeddings == nullptr || positions == nullptr) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "feed_embeddings needs at least one embedding and its positions");
+    }
+    for (int32_t i = 0; i < n * 3; ++i) {
+        if (positions[i] < 0) {
+            fail(OM_STATUS_INVALID_ARGUMENT, "position %d of input %d is negative", positions[i], i / 3);
+        }
+    }
+    const std::vector<modality> text(size_t(n), modality::text);
+    feed({nullptr, embeddings, positions, mods != nullptr ? mods : text.data(), n});
 }
 
 void om_stream::rollback(int32_t n) {

@@ -15,6 +15,9 @@ struct om_stream {
 
     // Evaluates text tokens at the next positions; all or nothing (see om_stream_feed_tokens).
     void feed_tokens(const int32_t * tokens, int32_t n_tokens);
+    // Evaluates input embeddings [n][n_embd] at explicit positions [n][3]; all or nothing.
+    void feed_embeddings(const float * embeddings, const int32_t * positions, const om::modality * modality,
+                         int32_t n);
     void rollback(int32_t n_tokens);
 
     om_model & model;
@@ -22,10 +25,19 @@ struct om_stream {
     std::unique_ptr<om::kv_cache> kv;
     std::vector<float> logits;           // of the last evaluated token; empty when unavailable
     int32_t n_tokens = 0;                // tokens fed
-    int32_t next_pos = 0;                // next M-RoPE temporal position
+    int32_t next_pos = 0;                // 1 + the largest position on any axis so far (TMRoPE's rule)
 
 private:
-    void eval_batch(const int32_t * tokens, const int32_t * positions, int32_t n, int32_t first_seq);
+    // One batch of inputs: token ids or embeddings, with positions [n][3] and modalities [n].
+    struct batch {
+        const int32_t *      tokens;
+        const float *        embeddings;
+        const int32_t *      positions;
+        const om::modality * modality;
+        int32_t              n;
+    };
+    void feed(const batch & all);           // splits into n_batch pieces; all or nothing
+    void eval_batch(const batch & b);
 
     std::vector<ggml_backend_t> backends;   // compute device first, CPU last
     ggml_backend_sched_t sched = nullptr;

@@ -6,7 +6,9 @@
 For each weight type it measures, with the same file and thread count:
   prefill  one --prompt-token batch from an empty context (tokens/s), after a short warm-up batch;
   decode   --decode single-token steps after a short prompt (tokens/s).
-Each figure is the median over --repeats. Engines and modes:
+Each figure is the median over --repeats; a timed run during which other processes took more than a tenth
+of the machine is run again (up to three times the repeats) and the least disturbed runs are kept, since
+one stolen core stalls all of ggml's threads. Engines and modes:
   llama.cpp default  llama.cpp's own choice of weight buffers, its "extra" buffer types included (AMX
                      and/or CPU_REPACK, whatever this CPU offers);
   llama.cpp plain    use_extra_bufts off: weights used as stored in the file;
@@ -26,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import signal
 import statistics
 import sys
@@ -42,10 +45,8 @@ SHORT_PROMPT = 8      # context already present when decode steps are timed
 WARMUP_BATCH = 32     # untimed batch before prefill timing: first-touch costs, thread start-up
 N_CTX = 1024
 CHILD_TIMEOUT_S = 3600
-
-# Types for which ggml's CPU_REPACK buffer has a layout on x86 (it has none for F16 and Q8_0 there), so the
-# "repack" mode differs from "plain" only for them.
-REPACK_TYPES = {"q4_0"}
+QUIET_SHARE = 0.10    # a timed run is "quiet" if other processes used at most this share of all cores
+MAX_ATTEMPTS = 3
 
 # The matmul weights: what llama.cpp itself would put in an extra buffer type (token_embd is read with
 # get_rows and stays in a plain buffer).
@@ -95,15 +96,12 @@ class LlamaCppEngine:
         self._log_cb = L.llama_log_callback(lambda level, text, data: None)
         L.llama_log_set(self._log_cb, None)
         L.llama_backend_init()
-        extra = _cpu_extra_bufts()
-        self.info = {"system_info": L.llama_print_system_info().decode().strip(), "extra_bufts": sorted(extra)}
 
         mp = L.llama_model_default_params()
         mp.use_extra_bufts = mode == "default"
         if mode == "repack":
-            if "CPU_REPACK" not in extra:
-                raise RuntimeError("this ggml build has no CPU_REPACK buffer type")
-            self._overrides = (_BuftOverride * 2)((MATMUL_WEIGHTS_REGEX, extra["CPU_REPACK"]), (None, None))
+            repack = _cpu_extra_bufts()["CPU_REPACK"]
+            self._overrides = (_BuftOverride * 2)((MATMUL_WEIGHTS_REGEX, repack), (None, None))
             mp.tensor_buft_overrides = ctypes.cast(self._overrides, ctypes.c_void_p)
         self.model = L.llama_model_load_from_file(str(path).encode(), mp)
         if not self.model:
@@ -146,7 +144,6 @@ class OmnimemEngine:
 
         self.model = om.Model(str(path), n_threads=n_threads, device="cpu", use_repack=mode == "repack")
         self.stream = self.model.stream(n_ctx=N_CTX, n_batch=n_batch, kv_type="f16")
-        self.info = {"version": importlib.metadata.version("omnimem-cpp")}
 
     def reset(self, n_keep: int) -> None:
         self.stream.rollback(n_keep)
@@ -161,18 +158,40 @@ ENGINES = {"llama.cpp": LlamaCppEngine, "omnimem.cpp": OmnimemEngine}
 # ------------------------------------------------------------------------------------------ child side
 
 
-def _timed_rates(repeats: int, n_tokens: int, reset, run) -> list[float]:
-    rates = []
-    for _ in range(repeats):
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes of this machine have used since boot (the "cpu" line of /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and its finished children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed_rates(repeats: int, n_tokens: int, reset, run) -> dict:
+    """Tokens/s of `repeats` timed runs. ggml's threads wait for each other at every op, so one thread
+    losing its core to another process slows a whole step several times over: a run during which other
+    processes took more than QUIET_SHARE of the machine is repeated (at most MAX_ATTEMPTS times the
+    repeats), and the least disturbed runs are kept."""
+    samples = []
+    for _ in range(repeats * MAX_ATTEMPTS):
         reset()
-        t0 = time.perf_counter()
+        busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
         run()
-        rates.append(n_tokens / (time.perf_counter() - t0))
-    return rates
+        dt = time.perf_counter() - t0
+        others = max(0.0, (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)) / (dt * os.cpu_count())
+        samples.append((others, n_tokens / dt))
+        if sum(o <= QUIET_SHARE for o, _ in samples) >= repeats:
+            break
+    kept = sorted(samples, key=lambda sample: sample[0])[:repeats]
+    return {"runs": [rate for _, rate in kept], "others_cpu_share": [round(o, 3) for o, _ in kept],
+            "attempts": len(samples)}
 
 
 def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
-    """Runs in a child process; sends ("info"|"decode"|"prefill"|"unavailable"|"error", payload) messages.
+    """Runs in a child process; sends ("decode"|"prefill"|"unavailable"|"error", payload) messages.
     Each result is sent as soon as it exists, so results measured before a crash are kept."""
     try:
         engine = ENGINES[engine_name](Path(path), mode, cfg["threads"], cfg["prompt"])
@@ -182,7 +201,6 @@ def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
     except Exception as e:  # reported in the table; the parent goes on with the next engine
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("info", engine.info))
 
     rng = np.random.default_rng(cfg["seed"])
     ids = lambda n: rng.integers(0, cfg["n_vocab_normal"], size=n, dtype=np.int32)  # noqa: E731
@@ -229,9 +247,7 @@ def run_child(engine: str, mode: str, path: Path, cfg: dict) -> dict:
         except EOFError:
             break
         if kind in ("decode", "prefill"):
-            out[kind] = {"runs": payload, "median": statistics.median(payload)}
-        elif kind == "info":
-            out["info"] = payload
+            out[kind] = {**payload, "median": statistics.median(payload["runs"])}
         else:
             status = "unavailable" if kind == "unavailable" else "error"
             out["message"] = payload
@@ -268,17 +284,31 @@ def machine_description() -> dict:
     }
 
 
-def engine_runs(wtype: str) -> list[tuple[str, str]]:
-    runs = [("llama.cpp", "default"), ("llama.cpp", "plain")]
-    if wtype in REPACK_TYPES:
-        runs.append(("llama.cpp", "repack"))
-    runs.append(("omnimem.cpp", "repack"))
+# Which weight types each extra buffer type of ggml's x86 CPU backend takes (ggml-cpu's amx/ and repack.cpp):
+# AMX has kernels for Q4_0, Q8_0 and F16; CPU_REPACK has an x86 layout for Q4_0 only. A buffer type not
+# listed here is assumed to take every type, which at worst measures a mode twice.
+EXTRA_BUFT_TYPES = {"AMX": {"f16", "q8_0", "q4_0"}, "CPU_REPACK": {"q4_0"}}
+
+
+def plan(wtype: str, extra_bufts: list[str]) -> list[dict]:
+    """The engine/mode runs for one weight type. llama.cpp's default mode is measured only where some extra
+    buffer type takes this weight type (otherwise it is the plain mode), and CPU_REPACK alone only where
+    it differs from the default; the run whose buffers match omnimem.cpp's use_repack=True is marked."""
+    used = [b for b in extra_bufts if wtype in EXTRA_BUFT_TYPES.get(b, {wtype})]
+    runs = []
+    if used:
+        runs.append({"engine": "llama.cpp", "mode": "default", "label": f"default ({'+'.join(used)} buffers)"})
+    runs.append({"engine": "llama.cpp", "mode": "plain",
+                 "label": "plain buffers" + ("" if used else " (= default here)")})
+    if "CPU_REPACK" in used and used != ["CPU_REPACK"]:
+        runs.append({"engine": "llama.cpp", "mode": "repack", "label": "CPU_REPACK buffers only"})
+    same = "repack" if "CPU_REPACK" in used else "plain"
+    if used == ["CPU_REPACK"]:
+        same = "default"
+    for r in runs:
+        r["same_buffers_as_ours"] = r["mode"] == same
+    runs.append({"engine": "omnimem.cpp", "mode": "repack", "label": "use_repack=True"})
     return runs
-
-
-def same_buffer_mode(wtype: str) -> str:
-    """The llama.cpp mode whose weight buffers match omnimem.cpp's use_repack=True."""
-    return "repack" if wtype in REPACK_TYPES else "plain"
 
 
 def _median(result: dict, kind: str) -> float | None:
@@ -290,21 +320,12 @@ def _cell(result: dict, kind: str, fmt: str) -> str:
     return fmt.format(m) if m is not None else result[kind]["status"]
 
 
-def _mode_label(result: dict) -> str:
-    if result["engine"] == "omnimem.cpp":
-        return "use_repack=True"
-    if result["mode"] == "default":
-        extra = result.get("info", {}).get("extra_bufts")
-        return f"default ({'+'.join(extra)} buffers)" if extra else "default"
-    return {"plain": "plain buffers (use_extra_bufts off)", "repack": "CPU_REPACK buffers only"}[result["mode"]]
-
-
 def ratio_rows(wtype: str, results: list[dict]) -> list[list[str]]:
     ours = next(r for r in results if r["engine"] == "omnimem.cpp")
     peers = [r for r in results if r["engine"] == "llama.cpp"]
-    same = next(r for r in peers if r["mode"] == same_buffer_mode(wtype))
+    same = next(r for r in peers if r["same_buffers_as_ours"])
     rows = []
-    for label, pick in (("÷ best llama.cpp", None), (f"÷ llama.cpp {same['mode']}", same)):
+    for label, pick in (("÷ best llama.cpp", None), (f"÷ llama.cpp, same buffers ({same['mode']})", same)):
         cells = []
         for kind in ("prefill", "decode"):
             mine = _median(ours, kind)
@@ -325,7 +346,7 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
         for r in results:
             m = _median(r, "decode")
             bw = f"{m * weight_bytes[wtype] / 1e9:.1f}" if m is not None else "–"
-            rows.append([wtype.upper(), r["engine"], _mode_label(r), _cell(r, "prefill", "{:.1f}"),
+            rows.append([wtype.upper(), r["engine"], r["label"], _cell(r, "prefill", "{:.1f}"),
                          _cell(r, "decode", "{:.2f}"), bw])
         if any(r["engine"] == "omnimem.cpp" and _median(r, "decode") is not None for r in results):
             rows += ratio_rows(wtype, results)
@@ -355,37 +376,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt + SHORT_PROMPT + args.decode > N_CTX:
         ap.error(f"--prompt + --decode must leave room in a {N_CTX}-token context")
 
+    import llama_cpp
+
+    extra_bufts = sorted(_cpu_extra_bufts())
     dims = QWEN25_OMNI_3B
     cfg = {"threads": args.threads, "prompt": args.prompt, "decode": args.decode, "repeats": args.repeats,
            "seed": args.seed, "n_vocab_normal": min(dims.n_vocab, 151643)}  # ids below the control tokens
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    t_start = time.monotonic()
-    all_results, weight_bytes = {}, {}
+    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=log) for t in types}
+    weight_bytes = {t: decode_weight_bytes(p) for t, p in path_of.items()}
+    all_results: dict[str, list[dict]] = {}
+    # Other processes compete for the same cores; their CPU time during the run says how far to trust it.
+    t_start, busy_start, own_start = time.monotonic(), _busy_cpu_s(), _own_cpu_s()
     for wtype in types:
-        path = cached_text_gguf(args.workdir, dims, wtype, args.seed, log=log)
-        weight_bytes[wtype] = decode_weight_bytes(path)
         all_results[wtype] = []
-        for engine, mode in engine_runs(wtype):
+        for run in plan(wtype, extra_bufts):
             t0 = time.monotonic()
-            r = run_child(engine, mode, path, cfg)
+            r = {**run, **run_child(run["engine"], run["mode"], path_of[wtype], cfg)}
             all_results[wtype].append(r)
-            log(f"[{wtype}] {engine} {mode}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
+            log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
                 f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
                 + (f" — {r['message']}" if "message" in r else ""))
+    wall_s = time.monotonic() - t_start
+    others_cpu_s = max(0.0, (_busy_cpu_s() - busy_start) - (_own_cpu_s() - own_start))
 
     print(f"\nQwen2.5-Omni-3B text dims, random weights, {args.threads} threads, prefill = one {args.prompt}-token "
           f"batch, decode = {args.decode} steps; medians of {args.repeats}")
     print(table(all_results, weight_bytes))
+    print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
+          f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
     if args.json:
-        llama_info = next((r["info"] for rs in all_results.values() for r in rs if "info" in r and
-                           r["engine"] == "llama.cpp"), {})
         doc = {
-            "machine": {**machine_description(), "ggml_system_info": llama_info.get("system_info")},
+            "machine": {**machine_description(), "ggml_extra_bufts": extra_bufts,
+                        "ggml_system_info": llama_cpp.llama_print_system_info().decode().strip()},
             "config": {**cfg, "types": types, "n_ctx": N_CTX, "short_prompt": SHORT_PROMPT,
                        "warmup_batch": WARMUP_BATCH, "model": dims.name},
             "decode_weight_bytes": weight_bytes,
             "results": all_results,
-            "wall_s": round(time.monotonic() - t_start, 1),
+            "wall_s": round(wall_s, 1),
+            "other_processes_cpu_s": round(others_cpu_s, 1),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -126,5 +126,12 @@ class SubModel:
                                   "it is incomplete or not the architecture its config.json claims")
         return ref.shape
 
+    def expect(self, name: str, shape: tuple[int, ...]) -> None:
+        """Raise ConversionError unless tensor `name` exists with this (numpy-order) shape."""
+        got = self.shape(name)
+        if got != tuple(shape):
+            raise ConversionError(f"tensor {self.prefix + name} has shape {list(got)}, expected {list(shape)} "
+                                  "from config.json; the weights and config do not match")
+
     def load(self, name: str) -> np.ndarray:
         return self.ckpt.load(self.prefix + name)

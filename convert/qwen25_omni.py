@@ -82,7 +82,7 @@ class TextHParams:
         return hp
 
 
-def _text_config(config: dict) -> tuple[dict, dict]:
+def split_config(config: dict) -> tuple[dict, dict]:
     """(thinker config, text config) from either checkpoint form."""
     thinker = config.get("thinker_config", config)
     text = thinker.get("text_config")
@@ -92,8 +92,16 @@ def _text_config(config: dict) -> tuple[dict, dict]:
     return thinker, text
 
 
-def _thinker_prefix(ckpt: Checkpoint) -> str:
+def thinker_prefix(ckpt: Checkpoint) -> str:
+    """The name prefix of the thinker's tensors: `thinker.` in the full model, none in a standalone thinker."""
     return "thinker." if any(n.startswith("thinker.") for n in ckpt.names()) else ""
+
+
+def add_omni_keys(w: GGUFWriter, thinker: dict) -> None:
+    """The `omnimem.qwen25_omni.*` marker token ids and TMRoPE timing present in the thinker config."""
+    for hf_key, key in _OMNI_KEYS.items():
+        if thinker.get(hf_key) is not None:
+            w.add_uint32(f"omnimem.qwen25_omni.{key}", int(thinker[hf_key]))
 
 
 def _layer_tensors(hp: TextHParams, i: int) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -126,19 +134,16 @@ def _text_tensors(hp: TextHParams, model: SubModel) -> list[TensorSpec]:
         table.append(("output.weight", "lm_head.weight", (hp.vocab_size, hp.hidden_size)))
     specs = []
     for gguf_name, hf_name, expected in table:
-        got = model.shape(hf_name)
-        if got != expected:
-            raise ConversionError(f"tensor {model.prefix + hf_name} has shape {list(got)}, expected {list(expected)} "
-                                  "from config.json; the weights and config do not match")
+        model.expect(hf_name, expected)
         specs.append(TensorSpec(gguf_name, expected, lambda n=hf_name: model.load(n)))
     return specs
 
 
 def plan_text(ckpt: Checkpoint) -> Plan:
     """The text-decoder GGUF of a Qwen2.5-Omni checkpoint, fully validated."""
-    thinker, text = _text_config(ckpt.config)
+    thinker, text = split_config(ckpt.config)
     hp = TextHParams.from_config(text)
-    model = SubModel(ckpt, _thinker_prefix(ckpt))
+    model = SubModel(ckpt, thinker_prefix(ckpt))
 
     def metadata(w: GGUFWriter) -> None:
         w.add_context_length(hp.context_length)
@@ -154,9 +159,7 @@ def plan_text(ckpt: Checkpoint) -> Plan:
         w.add_layer_norm_rms_eps(hp.rms_norm_eps)
         w.add_rope_dimension_sections(list(hp.mrope_section) + [0] * (N_ROPE_SECTIONS - len(hp.mrope_section)))
         w.add_string("omnimem.source.architecture", ckpt.config.get("architectures", ["?"])[0])
-        for hf_key, key in _OMNI_KEYS.items():
-            if thinker.get(hf_key) is not None:
-                w.add_uint32(f"omnimem.qwen25_omni.{key}", int(thinker[hf_key]))
+        add_omni_keys(w, thinker)
         add_tokenizer(w, ckpt.dir, hp.vocab_size, pre="qwen2", default_bos_id=hp.bos_token_id)
 
     return Plan(GGUF_ARCH, ckpt.dir.name, metadata, _text_tensors(hp, model))

@@ -20,11 +20,13 @@ from . import quant
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One output tensor: its GGUF name, numpy-order shape, and how to produce its float32 data."""
+    """One output tensor: its GGUF name, numpy-order shape, how to produce its float32 data, and its storage
+    role (quant.WEIGHT, KEEP_F32 or CONV), which decides its ggml type."""
 
     name: str
     shape: tuple[int, ...]
     load: Callable[[], np.ndarray]
+    role: str = quant.WEIGHT
 
 
 @dataclass
@@ -42,7 +44,7 @@ def write_gguf(plan: Plan, outfile: pathlib.Path, outtype: str, *, progress: boo
     outfile = pathlib.Path(outfile)
     outfile.parent.mkdir(parents=True, exist_ok=True)
     partial = outfile.with_name(outfile.name + ".partial")
-    types = [quant.tensor_type(outtype, t.shape) for t in plan.tensors]
+    types = [quant.tensor_type(outtype, t.shape, t.role) for t in plan.tensors]
 
     writer = GGUFWriter(None, plan.arch)
     writer.add_name(plan.name)

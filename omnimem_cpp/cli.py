@@ -24,8 +24,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    out = convert_checkpoint(args.hf_dir, args.outfile, args.outtype, progress=not args.quiet)
+    out = convert_checkpoint(args.hf_dir, args.outfile, args.outtype, mmproj=args.mmproj,
+                             mmproj_outtype=args.mmproj_outtype, progress=not args.quiet)
     print(f"wrote {out}")
+    if args.mmproj:
+        print(f"wrote {args.mmproj}")
     return EXIT_OK
 
 
@@ -86,17 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from .convert import OUTTYPES
+    from .convert import OUTTYPES, PROJECTOR_OUTTYPES
 
     p = sub.add_parser(
         "convert", help="convert a Hugging Face Qwen2.5-Omni checkpoint to GGUF",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Convert a Qwen2.5-Omni checkpoint directory (full model or thinker alone, safetensors) to a "
-                    "text-model GGUF that omnimem and llama.cpp load.",
-        epilog="Example:\n  omnimem convert ./Qwen2.5-Omni-7B --outfile omni-7b-q8_0.gguf --outtype q8_0")
+                    "text-model GGUF, and optionally its vision and audio encoders to a projector GGUF (mmproj), "
+                    "that omnimem and llama.cpp load.",
+        epilog="Example:\n  omnimem convert ./Qwen2.5-Omni-7B --outfile omni-7b-q8_0.gguf --outtype q8_0 "
+               "--mmproj mmproj-omni-7b-q8_0.gguf")
     p.add_argument("hf_dir", help="checkpoint directory with config.json and *.safetensors")
     p.add_argument("--outfile", "-o", required=True, help="the GGUF file to write")
     p.add_argument("--outtype", default="f16", choices=OUTTYPES, help="weight type of 2-D tensors (default f16)")
+    p.add_argument("--mmproj", metavar="FILE", help="also write the vision/audio projector GGUF to FILE")
+    p.add_argument("--mmproj-outtype", choices=PROJECTOR_OUTTYPES,
+                   help="weight type of the projector's matrices (default: --outtype, q8_0 for q4_0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 

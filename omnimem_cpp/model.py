@@ -39,6 +39,8 @@ class ModelInfo:
     n_threads: int
     has_tokenizer: bool
     tied_embeddings: bool
+    has_audio_encoder: bool
+    audio_n_mel: int
 
 
 class Model:
@@ -53,7 +55,9 @@ class Model:
                 print(s.logits().argmax())
 
     Args:
-        path: the ``.gguf`` file.
+        path: the text-model ``.gguf`` file.
+        mmproj: the multimodal projector ``.gguf`` (audio and vision encoders) written by
+            ``omnimem convert --mmproj``; without it the model takes text and embeddings only.
         n_threads: CPU threads for compute; ``None`` uses every core.
         device: ``"auto"`` (a GPU if this build has one, else the CPU), ``"cpu"``, or a ggml device name
             such as ``"CUDA0"``.
@@ -67,6 +71,7 @@ class Model:
         self,
         path: str | os.PathLike[str],
         *,
+        mmproj: Optional[str | os.PathLike[str]] = None,
         n_threads: Optional[int] = None,
         device: str = "auto",
         use_mmap: bool = True,
@@ -79,6 +84,9 @@ class Model:
         lib.om_model_default_params(params)
         device_c = ffi.new("char[]", device.encode())
         params.device = device_c
+        self.mmproj = os.fspath(mmproj) if mmproj is not None else None
+        mmproj_c = ffi.new("char[]", self.mmproj.encode()) if self.mmproj is not None else ffi.NULL
+        params.mmproj_path = mmproj_c
         params.n_threads = n_threads or 0
         params.use_mmap = use_mmap
         params.use_repack = use_repack
@@ -144,6 +152,8 @@ class Model:
             n_threads=c.n_threads,
             has_tokenizer=bool(c.has_tokenizer),
             tied_embeddings=bool(c.tied_embeddings),
+            has_audio_encoder=bool(c.has_audio_encoder),
+            audio_n_mel=c.audio_n_mel,
         )
 
     # --- tokenizer --------------------------------------------------------------------------------------

@@ -147,6 +147,25 @@ class Stream:
                                                 ffi.from_buffer("int32_t[]", pos), ffi.from_buffer("int8_t[]", mods),
                                                 embd.shape[0]))
 
+    def encode_audio(self, mel: np.ndarray) -> np.ndarray:
+        """Runs the audio encoder on log-mel features ``[n_mel, n_frames]`` (100 frames per second of 16 kHz
+        audio) and returns the audio embeddings ``[n_tokens, n_embd]`` (25 per second). The stream's memory
+        is not touched. Needs a model loaded with its projector (``mmproj=``)."""
+        features = np.ascontiguousarray(mel, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] == 0:
+            raise InvalidArgumentError(f"mel must have shape [n_mel, n_frames], got {list(features.shape)}")
+        n_tokens = ffi.new("int32_t *")
+        n_mel, n_frames = features.shape
+        with self._lock:
+            status = lib.om_stream_encode_audio(self.handle, ffi.from_buffer("float[]", features), n_mel, n_frames,
+                                                ffi.NULL, 0, n_tokens)
+            if status != lib.OM_STATUS_BUFFER_TOO_SMALL:
+                check(status)
+            out = np.empty((n_tokens[0], self.model.info.n_embd), dtype=np.float32)
+            check(lib.om_stream_encode_audio(self.handle, ffi.from_buffer("float[]", features), n_mel, n_frames,
+                                             ffi.from_buffer("float[]", out), out.size, n_tokens))
+        return out
+
     def feed(self, text: str) -> None:
         """Tokenizes ``text`` (special tokens such as ``<|im_start|>`` included) and feeds it."""
         self.feed_tokens(self.model.tokenize(text, special=True))

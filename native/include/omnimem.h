@@ -82,6 +82,7 @@ OM_API const char * om_system_info(void);
 typedef struct om_model om_model;
 
 typedef struct om_model_params {
+    const char * mmproj_path; // the multimodal projector GGUF (audio/vision encoders), or NULL for text only
     const char * device;     // "auto" (first GPU, else CPU), "cpu", or a ggml device name such as "CUDA0"
     int32_t      n_threads;  // CPU threads for compute; <= 0: all cores of this machine
     bool         use_mmap;   // map the file instead of reading it (CPU weights are then used in place)
@@ -117,6 +118,8 @@ typedef struct om_model_info {
     int32_t  n_threads;
     bool     has_tokenizer;
     bool     tied_embeddings;    // the output head reuses token_embd
+    bool     has_audio_encoder;  // a projector with an audio tower is loaded
+    int32_t  audio_n_mel;        // mel bins the audio tower expects (0 without one)
 } om_model_info;
 
 OM_API om_status om_model_get_info(const om_model * model, om_model_info * out_info);
@@ -196,6 +199,14 @@ OM_API int32_t om_stream_next_pos(const om_stream * stream);
 // are restored. The logits become unavailable until the next feed.
 OM_API om_status om_stream_rollback(om_stream * stream, int32_t n_tokens);
 
+// Runs the projector's audio tower on log-mel features (layout [n_mel][n_frames], 100 frames per second
+// of 16 kHz audio) and writes the audio embeddings [n_tokens][n_embd] into out (25 per second). Attention
+// runs within 2-second chunks, so any clip length works and equals encoding it whole. If out_capacity
+// (in floats) is too small, returns OM_STATUS_BUFFER_TOO_SMALL with *n_tokens_out set and nothing computed.
+// Does not change the stream's memory.
+OM_API om_status om_stream_encode_audio(om_stream * stream, const float * mel, int32_t n_mel, int32_t n_frames,
+                                        float * out, int64_t out_capacity, int32_t * n_tokens_out);
+
 //
 // Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)
 //
@@ -218,6 +229,44 @@ OM_API void om_sampler_free(om_sampler * sampler);
 
 // Draws the next token from the stream's last logits. Does not feed it.
 OM_API om_status om_sampler_sample(om_sampler * sampler, const om_stream * stream, int32_t * out_token);
+
+//
+// Media preprocessing: PCM and RGB frames → the inputs of the audio and vision encoders, numerically as the
+// Qwen2.5-Omni processor of transformers computes them. Stateless; callable from any thread.
+//
+
+#define OM_AUDIO_SAMPLE_RATE 16000  // om_audio_log_mel's input rate (resample other rates first)
+#define OM_AUDIO_N_MEL       128    // mel bins of Qwen2.5-Omni's audio tower
+#define OM_IMAGE_PATCH_DIM   1176   // values per vision patch: [3 channels][2 frames][14][14]
+
+// Whisper-style log-mel features of a 16 kHz mono clip: one frame per 160 samples started, i.e.
+// *n_frames_out = ceil(n_samples / 160), written as out[n_mel][n_frames] (each bin's time series
+// contiguous: ggml's [n_frames, n_mel] conv1d input). The values equal the processor's features at its
+// valid frames (it zero-pads clips to 300 s; longer clips are not truncated here). Empty or non-finite PCM
+// is refused. out_capacity counts floats; if it is below n_mel·n_frames, returns
+// OM_STATUS_BUFFER_TOO_SMALL with *n_frames_out set (out may be NULL to ask).
+OM_API om_status om_audio_log_mel(const float * pcm, int64_t n_samples, int32_t n_mel, float * out,
+                                  int64_t out_capacity, int64_t * n_frames_out);
+
+// The mel filterbank om_audio_log_mel uses: out[n_mel][201] weights over the power spectrum's bins
+// (Slaney scale and area normalisation, 0–8 kHz). out_capacity counts floats.
+OM_API om_status om_audio_mel_filters(int32_t n_mel, float * out, int64_t out_capacity);
+
+// The size the vision encoder sees an image of height×width at: both sides multiples of 28, the area
+// within [min_pixels, max_pixels] (Qwen2.5-Omni: images 3136..12845056, video frames 100352..602112),
+// the aspect ratio kept as closely as possible. Aspect ratios above 200 are refused.
+OM_API om_status om_image_smart_resize(int32_t height, int32_t width, int64_t min_pixels, int64_t max_pixels,
+                                       int32_t * out_height, int32_t * out_width);
+
+// Vision patches of n_frames RGB frames rgb[n_frames][height][width][3]: each frame resized to
+// resized_height×resized_width (multiples of 28; bicubic with antialiasing on reduction, as the
+// processor's PIL path) unless already that size, scaled to [0, 1] and CLIP-normalised; frames 2k and
+// 2k+1 form temporal patch k (a lone last frame, e.g. a still image, is used twice). Writes
+// out[n_patches][OM_IMAGE_PATCH_DIM] in the order (t, h/2, w/2, 2, 2) the ViT expects, and
+// grid_thw_out[3] = (t, h, w) in patches, n_patches = t·h·w. Same buffer contract as om_audio_log_mel.
+OM_API om_status om_image_patches(const uint8_t * rgb, int32_t n_frames, int32_t height, int32_t width,
+                                  int32_t resized_height, int32_t resized_width, float * out,
+                                  int64_t out_capacity, int32_t * grid_thw_out);
 
 #ifdef __cplusplus
 }

@@ -73,6 +73,7 @@ const char * om_system_info(void) {
 }
 
 void om_model_default_params(om_model_params * p) {
+    p->mmproj_path = nullptr;
     p->device     = "auto";
     p->n_threads  = 0;
     p->use_mmap   = true;
@@ -112,11 +113,14 @@ om_status om_model_get_info(const om_model * m, om_model_info * out) {
         std::copy(std::begin(hp.rope_sections), std::end(hp.rope_sections), out->rope_sections);
         out->rope_freq_base = hp.rope_freq_base;
         out->rms_norm_eps = hp.rms_norm_eps;
-        out->n_params = m->n_params;
-        out->weights_bytes = m->weights_bytes;
+        out->n_params = m->file->params_placed();
+        out->weights_bytes = m->file->bytes_placed();
         out->n_threads = m->n_threads;
         out->has_tokenizer = m->vocab != nullptr;
         out->tied_embeddings = m->output == m->tok_embd;
+        const om::audio_tower * audio = m->projector != nullptr ? m->projector->audio.get() : nullptr;
+        out->has_audio_encoder = audio != nullptr;
+        out->audio_n_mel = audio != nullptr ? audio->n_mel : 0;
     });
 }
 
@@ -198,6 +202,20 @@ om_status om_stream_feed_embeddings(om_stream * stream, const float * embeddings
             }
         }
         stream->feed_embeddings(embeddings, positions, reinterpret_cast<const om::modality *>(modality), n);
+    });
+}
+
+om_status om_stream_encode_audio(om_stream * stream, const float * mel, int32_t n_mel, int32_t n_frames,
+                                 float * out, int64_t out_capacity, int32_t * n_tokens_out) {
+    return guarded([&] {
+        require(stream != nullptr && mel != nullptr && n_tokens_out != nullptr && n_frames > 0,
+                "om_stream_encode_audio: NULL argument or no frames");
+        *n_tokens_out = stream->count_audio_tokens(n_mel, n_frames);
+        if (int64_t(*n_tokens_out) * stream->model.hparams.n_embd > out_capacity || out == nullptr) {
+            om::fail(OM_STATUS_BUFFER_TOO_SMALL, "%d audio tokens need %lld floats, the buffer holds %lld",
+                     *n_tokens_out, (long long) *n_tokens_out * stream->model.hparams.n_embd, (long long) out_capacity);
+        }
+        stream->encode_audio(mel, n_frames, out);
     });
 }
 

@@ -3,12 +3,15 @@
 #pragma once
 
 #include "common.h"
+#include "model/projector.h"
+#include "model/weight-file.h"
 
 #include "ggml-backend.h"
 #include "ggml.h"
 #include "gguf.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,22 +51,6 @@ struct decoder_layer {
     ggml_tensor * ffn_down = nullptr;   // [n_ff, n_embd]
 };
 
-// A read-only memory map of a whole file.
-class mapped_file {
-public:
-    explicit mapped_file(const std::string & path);
-    ~mapped_file();
-    mapped_file(const mapped_file &) = delete;
-    mapped_file & operator=(const mapped_file &) = delete;
-
-    uint8_t * data() const { return data_; }
-    size_t size() const { return size_; }
-
-private:
-    uint8_t * data_ = nullptr;
-    size_t size_ = 0;
-};
-
 } // namespace om
 
 struct om_model {
@@ -73,8 +60,8 @@ struct om_model {
     om::text_hparams hparams;
     om_model_params params;
 
-    gguf_context * gguf = nullptr;
-    ggml_context * ctx_weights = nullptr;   // the tensors described by the file (data in `buffers`)
+    std::unique_ptr<om::weight_file> file;
+    std::unique_ptr<om::projector> projector;   // encoders, when an mmproj file was given
 
     ggml_tensor * tok_embd    = nullptr;    // [n_embd, n_vocab]
     ggml_tensor * output_norm = nullptr;    // [n_embd]
@@ -84,10 +71,6 @@ struct om_model {
     ggml_backend_dev_t device = nullptr;    // where the graphs run (a GPU, or the CPU)
     ggml_backend_dev_t cpu_device = nullptr;
     int32_t n_threads = 1;
-    std::vector<ggml_backend_buffer_t> buffers;
-    om::mapped_file * mapping = nullptr;
-    uint64_t weights_bytes = 0;
-    int64_t n_params = 0;
 
     llama_model * vocab_model = nullptr;    // libllama, loaded vocabulary-only
     const llama_vocab * vocab = nullptr;

@@ -1,5 +1,6 @@
 #include "stream/stream.h"
 
+#include "model/qwen25-audio.h"
 #include "model/qwen2vl.h"
 
 #include <algorithm>
@@ -24,7 +25,8 @@ om_stream::om_stream(om_model & model_, const om_stream_params & params_) : mode
         const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
         kv = std::make_unique<kv_cache>(hp, params.n_ctx, type, ggml_backend_dev_buffer_type(model.device));
 
-        graph_size = size_t(hp.n_layer) * 48 + 256;
+        const om::audio_tower * audio = model.projector != nullptr ? model.projector->audio.get() : nullptr;
+        graph_size = size_t(std::max(hp.n_layer, audio != nullptr ? audio->n_layer : 0)) * 48 + 256;
         graph_meta.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
         sched = ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), graph_size, false, true);
         if (sched == nullptr) {
@@ -48,33 +50,48 @@ om_stream::~om_stream() {
     }
 }
 
+template <typename Build, typename Read>
+void om_stream::compute(Build && build, Read && read) {
+    using namespace om;
+    ggml_init_params ip = {graph_meta.size(), graph_meta.data(), /*no_alloc=*/true};
+    ggml_context * ctx = ggml_init(ip);
+    struct ctx_guard {
+        ggml_context * c;
+        ~ctx_guard() { ggml_free(c); }
+    } guard{ctx};
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size, false);
+    auto upload = build(ctx, gf);
+
+    ggml_backend_sched_reset(sched);
+    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
+        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate compute memory for a graph of %d nodes; use a smaller n_batch",
+             ggml_graph_n_nodes(gf));
+    }
+    upload();
+    const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        fail(OM_STATUS_BACKEND_ERROR, "the ggml backend failed to compute (status %d)", int(st));
+    }
+    read();
+}
+
 void om_stream::eval_batch(const batch & b) {
     using namespace om;
     if (!kv->has_room(b.n)) {
         fail(OM_STATUS_CONTEXT_FULL, "the stream memory is full (%d rows per layer); create the stream with a larger "
              "n_ctx, or roll back what is no longer needed", kv->capacity());
     }
-    ggml_init_params ip = {graph_meta.size(), graph_meta.data(), /*no_alloc=*/true};
-    ggml_context * ctx = ggml_init(ip);
-    ggml_cgraph * gf = ggml_new_graph_custom(ctx, graph_size, false);
     const bool flash = kv->type() == GGML_TYPE_F16;
-    const decoder_graph g = build_qwen2vl_graph(ctx, gf, model, *kv, b.n, b.embeddings != nullptr, flash);
-
-    ggml_backend_sched_reset(sched);
-    if (!ggml_backend_sched_alloc_graph(sched, gf)) {
-        ggml_free(ctx);
-        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate compute memory for a batch of %d tokens; use a smaller n_batch",
-             b.n);
-    }
-    set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions);
-    const ggml_status st = ggml_backend_sched_graph_compute(sched, gf);
-    if (st != GGML_STATUS_SUCCESS) {
-        ggml_free(ctx);
-        fail(OM_STATUS_BACKEND_ERROR, "the ggml backend failed to compute a batch (status %d)", int(st));
-    }
-    logits.resize(size_t(model.hparams.n_vocab));
-    ggml_backend_tensor_get(g.logits, logits.data(), 0, sizeof(float) * logits.size());
-    ggml_free(ctx);
+    decoder_graph g;
+    compute(
+        [&](ggml_context * ctx, ggml_cgraph * gf) {
+            g = build_qwen2vl_graph(ctx, gf, model, *kv, b.n, b.embeddings != nullptr, flash);
+            return [&] { set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions); };
+        },
+        [&] {
+            logits.resize(size_t(model.hparams.n_vocab));
+            ggml_backend_tensor_get(g.logits, logits.data(), 0, sizeof(float) * logits.size());
+        });
 
     std::vector<row_meta> added(static_cast<size_t>(b.n));
     for (int32_t i = 0; i < b.n; ++i) {
@@ -141,6 +158,46 @@ void om_stream::feed_embeddings(const float * embeddings, const int32_t * positi
     }
     const std::vector<modality> text(size_t(n), modality::text);
     feed({nullptr, embeddings, positions, mods != nullptr ? mods : text.data(), n});
+}
+
+int32_t om_stream::count_audio_tokens(int32_t n_mel, int32_t n_frames) const {
+    using namespace om;
+    const audio_tower * a = model.projector != nullptr ? model.projector->audio.get() : nullptr;
+    if (a == nullptr) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "no audio encoder is loaded: load the model with its projector file "
+             "(mmproj=...) converted with `omnimem convert --mmproj`");
+    }
+    if (n_mel != a->n_mel) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "the audio tower expects %d mel bins, got %d", a->n_mel, n_mel);
+    }
+    const int32_t chunk = 2 * a->n_window;
+    return (n_frames / chunk) * audio_chunk_tokens(chunk) + audio_chunk_tokens(n_frames % chunk);
+}
+
+void om_stream::encode_audio(const float * mel, int32_t n_frames, float * out) {
+    using namespace om;
+    const audio_tower & a = *model.projector->audio;
+    const int32_t chunk = 2 * a.n_window;
+    std::vector<float> part;
+    for (int32_t f0 = 0; f0 < n_frames; f0 += chunk) {
+        const int32_t n = std::min(chunk, n_frames - f0);
+        const int32_t n_out = audio_chunk_tokens(n);
+        if (n_out == 0) {
+            break;   // a last piece of one or two frames pools to nothing
+        }
+        part.resize(size_t(n) * size_t(a.n_mel));
+        for (int32_t m = 0; m < a.n_mel; ++m) {
+            std::copy_n(mel + size_t(m) * size_t(n_frames) + size_t(f0), n, part.begin() + size_t(m) * size_t(n));
+        }
+        audio_graph g;
+        compute(
+            [&](ggml_context * ctx, ggml_cgraph * gf) {
+                g = build_audio_graph(ctx, gf, a, n);
+                return [&] { ggml_backend_tensor_set(g.mel, part.data(), 0, ggml_nbytes(g.mel)); };
+            },
+            [&] { ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out)); });
+        out += size_t(n_out) * size_t(a.n_out);
+    }
 }
 
 void om_stream::rollback(int32_t n) {

@@ -20,6 +20,11 @@ struct om_stream {
                          int32_t n);
     void rollback(int32_t n_tokens);
 
+    // Audio tokens a log-mel clip of n_frames becomes (checks that an audio tower is loaded for n_mel bins).
+    int32_t count_audio_tokens(int32_t n_mel, int32_t n_frames) const;
+    // Runs the audio tower on mel [n_mel][n_frames]; writes [n_tokens][n_embd] to out.
+    void encode_audio(const float * mel, int32_t n_frames, float * out);
+
     om_model & model;
     om_stream_params params;
     std::unique_ptr<om::kv_cache> kv;
@@ -38,6 +43,11 @@ private:
     };
     void feed(const batch & all);           // splits into n_batch pieces; all or nothing
     void eval_batch(const batch & b);
+
+    // Builds a graph in the stream's graph memory and runs it: build(ctx, gf) adds the nodes and returns
+    // what uploads the inputs once the scheduler allocated them; read() then copies the outputs out.
+    template <typename Build, typename Read>
+    void compute(Build && build, Read && read);
 
     std::vector<ggml_backend_t> backends;   // compute device first, CPU last
     ggml_backend_sched_t sched = nullptr;

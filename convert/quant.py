@@ -47,7 +47,8 @@ def check_outtype(outtype: str) -> str:
 def check_projector_outtype(outtype: str) -> str:
     key = check_outtype(outtype)
     if key not in PROJECTOR_OUTTYPES:
-        raise ConversionError(f"projector files cannot be written as {key}; choose one of {', '.join(PROJECTOR_OUTTYPES)}")
+        raise ConversionError(f"projector files cannot be written as {key}; "
+                              f"choose one of {', '.join(PROJECTOR_OUTTYPES)}")
     return key
 
 

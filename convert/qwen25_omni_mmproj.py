@@ -8,7 +8,7 @@ The file follows llama.cpp's clip conventions, so its libmtmd loads it too: arch
   and `v.patch_embd.weight.1` (a 2-frame patch is the sum of two 2-D convolutions); `v.blk.N.{ln1, ln2, attn_q,
   attn_k, attn_v, attn_out, ffn_gate, ffn_up, ffn_down}` (RMSNorms without bias), `v.post_ln` (the merger's
   RMSNorm), `mm.0` / `mm.2` (the merger MLP).
-- Audio: `a.conv1d.{1,2}` (biases stored as [C, 1] columns, which libmtmd adds to the [T, C] conv output),
+- Audio: `a.conv1d.{1,2}` (biases stored 2-D, ggml shape [1, C], to broadcast over the [T, C] conv output),
   `a.position_embd` (the sinusoidal table, which checkpoints do not store: it is generated here),
   `a.blk.N.{ln1, ln2, attn_q, attn_k, attn_v, attn_out, ffn_up, ffn_down}` (k_proj has no bias), `a.post_ln`,
   `mm.a.fc` (the projection). `audio_tower.audio_bos_eos_token` is unused by the model and skipped.
@@ -19,17 +19,18 @@ files; libmtmd takes either); matrices in the output type.
 
 Keys a runtime needs beyond what llama.cpp's own converter writes. Files written by that converter lack them,
 so a runtime reading one falls back to the values in parentheses (those of every released Qwen2.5-Omni):
-- `clip.vision.spatial_merge_size` (2) and `clip.vision.window_size` (112 px): llama.cpp's own key names,
-  which its libmtmd hard-codes for Qwen2.5-VL instead of reading.
+- `clip.vision.spatial_merge_size` (2) and `clip.vision.window_size` (112 px): llama.cpp's own key names (its
+  libmtmd reads the first, optionally, and hard-codes the window for Qwen2.5-VL).
 - `clip.vision.image_min_pixels` / `image_max_pixels` (Qwen2VLImageProcessor's 3136 / 1003520), from
   preprocessor_config.json when the checkpoint has one.
-- `omnimem.qwen25_omni.vision.fullatt_block_indexes` (the blocks i with (i + 1) % n_wa_pattern == 0),
-  `...vision.temporal_patch_size` (2: the number of patch_embd slices), `...audio.n_window` (100: half the mel
+- `omnimem.qwen25_omni.vision_fullatt_block_indexes` (the blocks i with (i + 1) % n_wa_pattern == 0),
+  `...vision_temporal_patch_size` (2: the number of patch_embd slices), `...audio_n_window` (100: half the mel
   frames of one 2-second attention chunk), and the marker token ids, `position_id_per_seconds` (25) and
   `seconds_per_chunk` (2) that the text file carries too (llama.cpp's text file lacks them; look the tokens
   up in its vocabulary).
-- The FFN width: take it from the ffn tensors' shapes, not `clip.vision.feed_forward_length`, which llama.cpp's
-  converter reads from a config key (`embed_dim`) that older Qwen2.5-Omni configs use with another meaning.
+- The vision FFN width: take it from the ffn tensors' shapes rather than `clip.vision.feed_forward_length`,
+  which llama.cpp's converter replaces by hidden_size whenever the vision config has an `embed_dim` key (Qwen2-VL's
+  layout), as configs saved by early transformers versions of Qwen2.5-Omni may.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ __all__ = ["plan_projector", "sinusoid_table"]
 
 GGUF_ARCH = "clip"
 PROJECTOR_TYPE = "qwen2.5o"
-# llama.cpp writes Qwen2-VL's default image size; Qwen2.5-VL takes any multiple of 28, libmtmd only warms up with it.
+# llama.cpp writes Qwen2-VL's default image size. Qwen2.5-VL takes any multiple of 28; libmtmd only warms up
+# with it.
 IMAGE_SIZE = 560
 # Norm epsilons transformers hard-codes: the ViT's RMSNorms and the audio tower's nn.LayerNorm default.
 VISION_EPS = 1e-6
@@ -164,12 +166,14 @@ def sinusoid_table(length: int, channels: int) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
-def _spec(model: SubModel, gguf_name: str, hf_name: str, shape: tuple[int, ...], role: str = quant.WEIGHT) -> TensorSpec:
+def _spec(model: SubModel, gguf_name: str, hf_name: str, shape: tuple[int, ...],
+          role: str = quant.WEIGHT) -> TensorSpec:
     model.expect(hf_name, shape)
     return TensorSpec(gguf_name, shape, lambda: model.load(hf_name), role)
 
 
-def _linear(model: SubModel, gguf_name: str, hf_name: str, n_out: int, n_in: int, bias: bool = True) -> list[TensorSpec]:
+def _linear(model: SubModel, gguf_name: str, hf_name: str, n_out: int, n_in: int,
+            bias: bool = True) -> list[TensorSpec]:
     specs = [_spec(model, f"{gguf_name}.weight", f"{hf_name}.weight", (n_out, n_in))]
     if bias:
         specs.append(_spec(model, f"{gguf_name}.bias", f"{hf_name}.bias", (n_out,)))
@@ -181,8 +185,8 @@ def _vision_tensors(hp: VisionHParams, model: SubModel) -> list[TensorSpec]:
     kernel = "visual.patch_embed.proj.weight"
     model.expect(kernel, (c, hp.in_channels, hp.temporal_patch_size, hp.patch_size, hp.patch_size))
     slice_shape = (c, hp.in_channels, hp.patch_size, hp.patch_size)
-    specs = [TensorSpec("v.patch_embd.weight" + suffix, slice_shape, lambda t=t: model.load(kernel)[:, :, t], quant.CONV)
-             for t, suffix in enumerate(("", ".1"))]
+    specs = [TensorSpec("v.patch_embd.weight" + suffix, slice_shape, lambda t=t: model.load(kernel)[:, :, t],
+                        quant.CONV) for t, suffix in enumerate(("", ".1"))]
     for i in range(hp.depth):
         hf, blk = f"visual.blocks.{i}.", f"v.blk.{i}."
         specs += [_spec(model, blk + "ln1.weight", hf + "norm1.weight", (c,)),
@@ -296,9 +300,9 @@ def plan_projector(ckpt: Checkpoint) -> Plan:
         w.add_audio_head_count(audio.n_heads)
         w.add_audio_attention_layernorm_eps(AUDIO_EPS)
         w.add_string("omnimem.source.architecture", ckpt.config.get("architectures", ["?"])[0])
-        w.add_array("omnimem.qwen25_omni.vision.fullatt_block_indexes", list(vision.fullatt_block_indexes))
-        w.add_uint32("omnimem.qwen25_omni.vision.temporal_patch_size", vision.temporal_patch_size)
-        w.add_uint32("omnimem.qwen25_omni.audio.n_window", audio.n_window)
+        w.add_array("omnimem.qwen25_omni.vision_fullatt_block_indexes", list(vision.fullatt_block_indexes))
+        w.add_uint32("omnimem.qwen25_omni.vision_temporal_patch_size", vision.temporal_patch_size)
+        w.add_uint32("omnimem.qwen25_omni.audio_n_window", audio.n_window)
         add_omni_keys(w, thinker)
 
     return Plan(GGUF_ARCH, ckpt.dir.name, metadata, tensors)

@@ -10,11 +10,13 @@ Quick start::
 
 from ._native import ffi as _ffi
 from ._native import lib as _lib
+from . import media
 from .errors import (
     BackendError,
     ContextFullError,
     ConversionError,
     InvalidArgumentError,
+    MediaError,
     ModelFileError,
     ModelMismatchError,
     ModelNotFoundError,
@@ -39,6 +41,7 @@ __all__ = [
     "Stream",
     "POLICIES",
     "system_info",
+    "media",
     "OmnimemError",
     "InvalidArgumentError",
     "ModelFileError",
@@ -46,6 +49,7 @@ __all__ = [
     "UnsupportedModelError",
     "ModelMismatchError",
     "ConversionError",
+    "MediaError",
     "ContextFullError",
     "NoTokenizerError",
     "BackendError",

@@ -31,6 +31,10 @@ class ConversionError(OmnimemError, ValueError):
     """A checkpoint cannot be converted (missing files, unsupported architecture, shape mismatch)."""
 
 
+class MediaError(OmnimemError, ValueError):
+    """A media source is missing, is not audio or video FFmpeg can read, has neither track, or fails to decode."""
+
+
 class ContextFullError(OmnimemError):
     """The stream's memory has no room left for what was fed."""
 

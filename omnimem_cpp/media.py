@@ -1,7 +1,17 @@
-"""Media preprocessing: PCM audio and RGB frames into what the audio and vision encoders take.
+"""Media: reading files and streams in chunks, and preprocessing PCM audio and RGB frames into what the audio
+and vision encoders take.
 
-The work is done by the native library (no Python loops); these wrappers take and return numpy arrays and
-reproduce the Qwen2.5-Omni processor of transformers::
+:func:`open` decodes anything FFmpeg reads (through PyAV) into 2-second chunks of frames sampled at 2 fps and
+16 kHz mono PCM, lazily, so an hour of video never sits in memory::
+
+    import omnimem_cpp as om
+
+    with om.media.open("talk.mp4") as reader:
+        for chunk in reader:                        # chunk.video uint8 [N, H, W, 3], chunk.audio float32 [n]
+            ...
+
+The preprocessing is done by the native library (no Python loops); these wrappers take and return numpy
+arrays and reproduce the Qwen2.5-Omni processor of transformers::
 
     import numpy as np
     import omnimem_cpp.media as media
@@ -10,15 +20,21 @@ reproduce the Qwen2.5-Omni processor of transformers::
     patches, grid = media.image_patches(rgb)        # rgb: uint8 [H, W, 3] → float32 [t·h·w, 1176], (t, h, w)
     patches, grid = media.image_patches(frames, **media.VIDEO_PIXELS)   # frames: uint8 [N, H, W, 3]
 
-Resampling to 16 kHz and downmixing to mono are the caller's (PyAV's audio resampler does both).
+:func:`log_mel` takes 16 kHz mono; :func:`open` resamples and downmixes any audio track to that.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+import av
 import numpy as np
 
 from ._native import check, ffi, lib
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, MediaError
 
 __all__ = [
     "SAMPLE_RATE",
@@ -30,6 +46,9 @@ __all__ = [
     "mel_filters",
     "smart_resize",
     "image_patches",
+    "open",
+    "MediaReader",
+    "Chunk",
 ]
 
 SAMPLE_RATE = lib.OM_AUDIO_SAMPLE_RATE
@@ -157,3 +176,325 @@ def _int32(value: int, what: str) -> int:
     if not 0 <= value < 2**31:
         raise InvalidArgumentError(f"{what} {value} is out of range")
     return value
+
+
+# --- reading media ------------------------------------------------------------------------------------
+
+_TIME_SLACK = 1e-3
+"""Seconds by which a frame's timestamp may pass a sample time and still count as at it: time bases round a
+frame meant for an exact sample time to a tick that can land just after it."""
+
+
+def _first_index(seconds: float, rate: float) -> int:
+    """The first sample index whose time ``index / rate`` is at or after ``seconds``; the small tolerance keeps
+    boundaries such as 2.0 s × 2 fps = 4 from rounding up to 5."""
+    return math.ceil(seconds * rate - 1e-9)
+
+
+@dataclass(frozen=True, repr=False)
+class Chunk:
+    """The stretch ``[start, start + chunk_seconds)`` of a media source, as :func:`open` yields it.
+
+    ``video`` holds the frames at the sample times ``k / fps`` inside the stretch, uint8 RGB ``[N, H, W, 3]``;
+    ``audio`` holds float32 mono PCM at ``sample_rate``. Either is None when the chunk has none of it: the
+    media has no such track, or the track ended earlier. The last chunk of a source is usually shorter.
+    ``fps`` and ``sample_rate`` travel with the data so that a consumer needs no other context.
+    """
+
+    index: int
+    start: float
+    video: np.ndarray | None = field(compare=False)
+    audio: np.ndarray | None = field(compare=False)
+    fps: float
+    sample_rate: int
+
+    def __repr__(self) -> str:
+        video = None if self.video is None else list(self.video.shape)
+        audio = None if self.audio is None else list(self.audio.shape)
+        return f"Chunk(index={self.index}, start={self.start:g}, video={video}, audio={audio})"
+
+
+class _FrameSampler:
+    """Settles each sample time ``k / fps`` on the latest decoded frame at or before it (the first frame stands
+    in for times before it), converting to RGB only the frames that are sampled, each once."""
+
+    def __init__(self, fps: float, origin: float, frame_step: float):
+        self._fps = fps
+        self._origin = origin
+        self._frame_step = frame_step  # seconds per frame when frames carry no timestamp or duration
+        self._frame = None
+        self._time = 0.0
+        self._pushed = 0
+        self._rgb = None
+        self._size = None  # (width, height) of the first frame; later frames of another size are scaled to it
+        self._samples: list[np.ndarray] = []
+        self.taken = 0  # sample index of self._samples[0]
+
+    @property
+    def settled(self) -> int:
+        """Sample times whose frame is known: those before the latest decoded frame's timestamp."""
+        return self.taken + len(self._samples)
+
+    def push(self, frame: av.VideoFrame) -> None:
+        # Raw elementary streams (.h264, .hevc) carry no timestamps: frames then follow each other at the rate.
+        time = self._pushed * self._frame_step if frame.time is None else frame.time - self._origin
+        self._pushed += 1
+        if self._frame is not None:
+            self._settle_before(time - _TIME_SLACK)
+        else:
+            self._size = (frame.width, frame.height)
+        self._frame, self._time, self._rgb = frame, time, None
+
+    def finish(self) -> None:
+        """At the end of the stream the last frame covers the sample times up to its end."""
+        if self._frame is None:
+            return
+        duration = self._frame.duration
+        step = float(duration * self._frame.time_base) if duration else self._frame_step
+        self._settle_before(self._time + step - _TIME_SLACK)
+
+    def take(self, stop: int) -> np.ndarray | None:
+        """The settled samples with index below ``stop`` not taken yet, as ``[N, H, W, 3]``, or None."""
+        n = max(0, min(stop - self.taken, len(self._samples)))
+        if n == 0:
+            return None
+        frames = np.stack(self._samples[:n])
+        del self._samples[:n]
+        self.taken += n
+        return frames
+
+    def _settle_before(self, time: float) -> None:
+        while self.settled / self._fps < time:
+            if self._rgb is None:
+                width, height = self._size
+                self._rgb = self._frame.to_ndarray(format="rgb24", width=width, height=height)
+            self._samples.append(self._rgb)
+
+
+class _AudioTrack:
+    """Downmixes (channel average) and resamples decoded audio to mono float32 at one rate, buffering it until
+    taken."""
+
+    def __init__(self, rate: int, origin: float):
+        self._rate = rate
+        self._origin = origin
+        # For float output FFmpeg's downmix matrix is unnormalised (stereo → mono adds the channels at −3 dB each,
+        # which lifts identical channels by 41 % and can exceed 1); capping it at 1 averages the channels, as
+        # the reference pipeline's mono loading does.
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate,
+                                            options={"rematrix_maxval": "1.0"})
+        self._started = False
+        self._parts: list[np.ndarray] = []
+        self.buffered = 0  # samples received so far, taken or not
+        self.taken = 0
+
+    def push(self, frame: av.AudioFrame) -> None:
+        if not self._started:
+            self._started = True
+            if frame.time is not None:
+                # A track that starts after the media's origin (common in Matroska and MPEG-TS) is preceded by
+                # silence, so that sample i stays at time i / rate beside the video.
+                self._append(np.zeros(max(0, round((frame.time - self._origin) * self._rate)), np.float32))
+        self._resample(frame)
+
+    def finish(self, end: int | None) -> None:
+        """Flushes the resampler at the end of the stream and cuts the track at sample ``end`` when its length
+        is known: AAC decoders give whole 1024-sample frames, so the encoder's padding would otherwise
+        lengthen the track."""
+        self._resample(None)
+        excess = 0 if end is None else self.buffered - max(end, self.taken)
+        if excess > 0:
+            pending = np.concatenate(self._parts)[:-excess]
+            self._parts = [pending] if pending.size else []
+            self.buffered -= excess
+
+    def take(self, stop: int) -> np.ndarray | None:
+        """The samples with index below ``stop`` not taken yet, or None if there are none."""
+        n = max(0, min(stop, self.buffered) - self.taken)
+        if n == 0:
+            return None
+        pending = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        self.taken += n
+        if n == pending.size:
+            self._parts = []
+            return pending
+        self._parts = [pending[n:]]
+        return pending[:n].copy()  # a view would keep the next chunk's samples alive with this one
+
+    def _resample(self, frame: av.AudioFrame | None) -> None:
+        for out in self._resampler.resample(frame):
+            self._append(out.to_ndarray().reshape(-1))
+
+    def _append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._parts.append(samples)
+            self.buffered += samples.size
+
+
+class MediaReader:
+    """An open media source that yields :class:`Chunk` objects in time order; made by :func:`open`.
+
+    Decoding is lazy: the reader holds the current chunk, the decoders' buffers and whatever the container
+    interleaves ahead of it (well-muxed files keep tracks within a second of each other), never the whole
+    file. It is a single-pass iterator and a context manager; closing it releases the file or connection.
+
+    Attributes:
+        duration: seconds, from the container or track metadata; None when unknown (e.g. a live stream).
+        has_video, has_audio: which tracks are read (an album cover in an audio file is not video).
+        width, height: the video's frame size in pixels; None without video.
+        n_chunks: chunks the duration amounts to; None when the duration is unknown.
+        chunk_seconds, fps, sample_rate: as given to :func:`open`.
+    """
+
+    def __init__(self, container: av.container.InputContainer, name: str, *, chunk_seconds: float, fps: float,
+                 sample_rate: int):
+        self._container = container
+        self._name = name
+        self.chunk_seconds = chunk_seconds
+        self.fps = fps
+        self.sample_rate = sample_rate
+        video = container.streams.best("video")
+        if video is not None and video.disposition & av.stream.Disposition.attached_pic:
+            video = None
+        self._video = video
+        self._audio = container.streams.best("audio")
+        if video is None and self._audio is None:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
+            raise MediaError(f"{name} has neither a video nor an audio track ({kinds})")
+        self.has_video = video is not None
+        self.has_audio = self._audio is not None
+        self.width = self.height = None
+        if video is not None:  # 0 in the metadata means unknown until decoded
+            self.width = video.codec_context.width or None
+            self.height = video.codec_context.height or None
+        self.duration = self._metadata_duration()
+        self.n_chunks = None if self.duration is None else _first_index(self.duration, 1 / chunk_seconds)
+        self._chunks = self._generate()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def __enter__(self) -> MediaReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops decoding and releases the source; iterating afterwards yields nothing."""
+        self._chunks.close()
+        self._container.close()
+
+    def __repr__(self) -> str:
+        return (f"MediaReader({self._name!r}, duration={self.duration}, video={self.width}x{self.height}"
+                f" at {self.fps:g} fps, audio={self.has_audio})")
+
+    def _metadata_duration(self) -> float | None:
+        if self._container.duration is not None:
+            return self._container.duration / av.time_base
+        tracks = [s for s in (self._video, self._audio) if s is not None and s.duration is not None]
+        return max(float(s.duration * s.time_base) for s in tracks) if tracks else None
+
+    def _audio_end(self, origin: float) -> int | None:
+        """The audio track's end in output samples, from its metadata; None when unknown."""
+        track = self._audio
+        if track.duration is None:
+            return None
+        end = (track.start_time or 0) + track.duration
+        return round((float(end * track.time_base) - origin) * self.sample_rate)
+
+    def _generate(self) -> Iterator[Chunk]:
+        # Times count from the container's start, which is far from 0 in MPEG-TS and live streams.
+        start_time = self._container.start_time
+        origin = start_time / av.time_base if start_time is not None else 0.0
+        video = audio = None
+        if self._video is not None:
+            self._video.thread_type = "AUTO"  # FFmpeg's frame and slice threads: decoding is the costly part
+            rate = self._video.average_rate
+            video = _FrameSampler(self.fps, origin, 1 / float(rate) if rate else 0.0)
+        if self._audio is not None:
+            audio = _AudioTrack(self.sample_rate, origin)
+        streams = [s for s in (self._video, self._audio) if s is not None]
+        index = 0
+        try:
+            for packet in self._container.demux(*streams):
+                track = video if packet.stream is self._video else audio
+                for frame in packet.decode():
+                    track.push(frame)
+                while self._covered(index + 1, video, audio):
+                    yield self._take(index, video, audio)
+                    index += 1
+            if video is not None:
+                video.finish()
+            if audio is not None:
+                audio.finish(self._audio_end(origin))
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{self._name}: decoding failed near {index * self.chunk_seconds:g} s: {e}") from e
+        while ((video is not None and video.settled > video.taken)
+               or (audio is not None and audio.buffered > audio.taken)):
+            yield self._take(index, video, audio)
+            index += 1
+
+    def _covered(self, n_chunks: int, video: _FrameSampler | None, audio: _AudioTrack | None) -> bool:
+        """Whether every track has decoded past the end of the first ``n_chunks`` chunks."""
+        end = n_chunks * self.chunk_seconds
+        return ((video is None or video.settled >= _first_index(end, self.fps))
+                and (audio is None or audio.buffered >= _first_index(end, self.sample_rate)))
+
+    def _take(self, index: int, video: _FrameSampler | None, audio: _AudioTrack | None) -> Chunk:
+        end = (index + 1) * self.chunk_seconds
+        return Chunk(
+            index=index,
+            start=index * self.chunk_seconds,
+            video=None if video is None else video.take(_first_index(end, self.fps)),
+            audio=None if audio is None else audio.take(_first_index(end, self.sample_rate)),
+            fps=self.fps,
+            sample_rate=self.sample_rate,
+        )
+
+
+def open(  # noqa: A001 - om.media.open reads like the built-in open it mirrors
+    source: str | os.PathLike | BinaryIO,
+    *,
+    chunk_seconds: float = 2.0,
+    fps: float = 2.0,
+    sample_rate: int = SAMPLE_RATE,
+) -> MediaReader:
+    """Opens a media file, URL or binary file object for reading in chunks of ``chunk_seconds``.
+
+    Anything FFmpeg demuxes and decodes works: mp4, mkv, webm, mov with or without audio, wav, mp3, flac,
+    HTTP(S) and RTSP URLs. Each :class:`Chunk` covers ``[start, start + chunk_seconds)``: video frames sampled
+    at ``fps`` (frame ``k`` is the latest frame shown at or before ``k / fps``) and the audio track downmixed
+    to mono (the average of the channels) and resampled to ``sample_rate`` Hz by FFmpeg's resampler. The
+    defaults are what Qwen2.5-Omni takes.
+
+    Raises:
+        InvalidArgumentError: a non-positive ``chunk_seconds``, ``fps`` or ``sample_rate``.
+        MediaError: the source does not exist, is not media FFmpeg can read, or has neither video nor audio;
+            iterating raises it where the media fails to decode.
+    """
+    sample_rate = int(sample_rate)
+    for value, what in ((chunk_seconds, "chunk_seconds"), (fps, "fps"), (sample_rate, "sample_rate")):
+        if not value > 0 or not math.isfinite(value):
+            raise InvalidArgumentError(f"{what} must be a positive number, got {value!r}")
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        name = source
+    else:
+        name = getattr(source, "name", None) or type(source).__name__
+    try:
+        container = av.open(source, "r")
+    except av.error.FileNotFoundError as e:
+        raise MediaError(f"{name}: no such file") from e
+    except av.error.InvalidDataError as e:
+        raise MediaError(f"{name} is not a media file FFmpeg can read (unknown or corrupt format)") from e
+    except av.error.FFmpegError as e:
+        raise MediaError(f"cannot open {name}: {e}") from e
+    try:
+        return MediaReader(container, name, chunk_seconds=chunk_seconds, fps=fps, sample_rate=sample_rate)
+    except BaseException:
+        container.close()
+        raise

@@ -40,6 +40,7 @@ class ModelInfo:
     has_tokenizer: bool
     tied_embeddings: bool
     has_audio_encoder: bool
+    has_vision_encoder: bool
     audio_n_mel: int
 
 
@@ -153,6 +154,7 @@ class Model:
             has_tokenizer=bool(c.has_tokenizer),
             tied_embeddings=bool(c.tied_embeddings),
             has_audio_encoder=bool(c.has_audio_encoder),
+            has_vision_encoder=bool(c.has_vision_encoder),
             audio_n_mel=c.audio_n_mel,
         )
 

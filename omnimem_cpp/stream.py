@@ -166,6 +166,40 @@ class Stream:
                                              ffi.from_buffer("float[]", out), out.size, n_tokens))
         return out
 
+    def encode_image(self, patches: np.ndarray, grid: Sequence[int]) -> np.ndarray:
+        """Runs the vision encoder on the patches of an image or a video clip and returns the visual
+        embeddings ``[n_tokens, n_embd]``, one per 2×2 patches in raster order ``(t, h/2, w/2)``. The
+        stream's memory is not touched. Needs a model loaded with its projector (``mmproj=``).
+
+        Args:
+            patches: float32 ``[t·h·w, 1176]`` and ``grid``: ``(t, h, w)`` in patches, as
+                :func:`omnimem_cpp.media.image_patches` returns them.
+
+        Raises:
+            InvalidArgumentError: no vision encoder is loaded, the patches are not ``[n, 1176]``, or the grid
+                does not hold exactly ``n`` patches with ``h`` and ``w`` even.
+        """
+        pixels = np.ascontiguousarray(patches, dtype=np.float32)
+        if pixels.ndim != 2 or pixels.shape[0] == 0 or pixels.shape[1] != lib.OM_IMAGE_PATCH_DIM:
+            raise InvalidArgumentError(f"patches must have shape [n, {lib.OM_IMAGE_PATCH_DIM}], got "
+                                       f"{list(pixels.shape)}; make them with omnimem_cpp.media.image_patches")
+        thw = np.asarray(grid)
+        if thw.shape != (3,) or not np.issubdtype(thw.dtype, np.integer) or not ((0 <= thw) & (thw < 2**31)).all():
+            raise InvalidArgumentError(f"grid must be three non-negative integers (t, h, w), got {grid!r}")
+        if pixels.shape[0] >= 2**31:
+            raise InvalidArgumentError(f"{pixels.shape[0]} patches are too many for one call")
+        grid_c = ffi.new("int32_t[3]", [int(v) for v in thw])
+        pixels_c = ffi.from_buffer("float[]", pixels)
+        n_tokens = ffi.new("int32_t *")
+        with self._lock:
+            status = lib.om_stream_encode_image(self.handle, pixels_c, pixels.shape[0], grid_c, ffi.NULL, 0, n_tokens)
+            if status != lib.OM_STATUS_BUFFER_TOO_SMALL:
+                check(status)
+            out = np.empty((n_tokens[0], self.model.info.n_embd), dtype=np.float32)
+            check(lib.om_stream_encode_image(self.handle, pixels_c, pixels.shape[0], grid_c,
+                                             ffi.from_buffer("float[]", out), out.size, n_tokens))
+        return out
+
     def feed(self, text: str) -> None:
         """Tokenizes ``text`` (special tokens such as ``<|im_start|>`` included) and feeds it."""
         self.feed_tokens(self.model.tokenize(text, special=True))

@@ -119,6 +119,7 @@ typedef struct om_model_info {
     bool     has_tokenizer;
     bool     tied_embeddings;    // the output head reuses token_embd
     bool     has_audio_encoder;  // a projector with an audio tower is loaded
+    bool     has_vision_encoder; // a projector with a vision tower is loaded
     int32_t  audio_n_mel;        // mel bins the audio tower expects (0 without one)
 } om_model_info;
 
@@ -206,6 +207,17 @@ OM_API om_status om_stream_rollback(om_stream * stream, int32_t n_tokens);
 // Does not change the stream's memory.
 OM_API om_status om_stream_encode_audio(om_stream * stream, const float * mel, int32_t n_mel, int32_t n_frames,
                                         float * out, int64_t out_capacity, int32_t * n_tokens_out);
+
+// Runs the projector's vision tower on the patches of an image or video clip (om_image_patches' output:
+// [n_patches][OM_IMAGE_PATCH_DIM], in its order, with grid_thw = (t, h, w) in patches, n_patches = t·h·w) and
+// writes the visual embeddings [n_tokens][n_embd] into out, in raster order (t, h/2, w/2): one token per
+// 2×2 patches, t·(h/2)·(w/2) in all. Attention runs within 112-px windows, except in the full-attention
+// blocks, which see one whole temporal patch (2 frames), never across them. If out_capacity (in floats) is
+// too small, returns OM_STATUS_BUFFER_TOO_SMALL with *n_tokens_out set and nothing computed. Does not
+// change the stream's memory.
+OM_API om_status om_stream_encode_image(om_stream * stream, const float * patches, int32_t n_patches,
+                                        const int32_t grid_thw[3], float * out, int64_t out_capacity,
+                                        int32_t * n_tokens_out);
 
 //
 // Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)

@@ -121,6 +121,7 @@ om_status om_model_get_info(const om_model * m, om_model_info * out) {
         const om::audio_tower * audio = m->projector != nullptr ? m->projector->audio.get() : nullptr;
         out->has_audio_encoder = audio != nullptr;
         out->audio_n_mel = audio != nullptr ? audio->n_mel : 0;
+        out->has_vision_encoder = m->projector != nullptr && m->projector->vision != nullptr;
     });
 }
 
@@ -216,6 +217,20 @@ om_status om_stream_encode_audio(om_stream * stream, const float * mel, int32_t 
                      *n_tokens_out, (long long) *n_tokens_out * stream->model.hparams.n_embd, (long long) out_capacity);
         }
         stream->encode_audio(mel, n_frames, out);
+    });
+}
+
+om_status om_stream_encode_image(om_stream * stream, const float * patches, int32_t n_patches,
+                                 const int32_t grid_thw[3], float * out, int64_t out_capacity, int32_t * n_tokens_out) {
+    return guarded([&] {
+        require(stream != nullptr && patches != nullptr && grid_thw != nullptr && n_tokens_out != nullptr &&
+                n_patches > 0, "om_stream_encode_image: NULL argument or no patches");
+        *n_tokens_out = stream->count_image_tokens(n_patches, grid_thw);
+        if (int64_t(*n_tokens_out) * stream->model.hparams.n_embd > out_capacity || out == nullptr) {
+            om::fail(OM_STATUS_BUFFER_TOO_SMALL, "%d image tokens need %lld floats, the buffer holds %lld",
+                     *n_tokens_out, (long long) *n_tokens_out * stream->model.hparams.n_embd, (long long) out_capacity);
+        }
+        stream->encode_image(patches, grid_thw, out);
     });
 }
 

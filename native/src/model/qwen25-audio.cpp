@@ -1,5 +1,7 @@
 #include "model/qwen25-audio.h"
 
+#include "model/graph-ops.h"
+
 #include <cmath>
 
 namespace om {
@@ -10,15 +12,6 @@ int32_t audio_chunk_tokens(int32_t n_frames) {
 }
 
 namespace {
-
-ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
-}
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b != nullptr ? ggml_add(ctx, y, b) : y;
-}
 
 // 1-D convolution of x [T, C_in] with kernel [K, C_in, C_out] and zero padding 1, then bias and exact GELU.
 // Unfolded in F32 (ggml_conv_1d unfolds in F16, which would cost the encoder its precision).
@@ -50,12 +43,7 @@ audio_graph build_audio_graph(ggml_context * ctx, ggml_cgraph * gf, const audio_
         ggml_tensor * q = ggml_reshape_3d(ctx, linear(ctx, L.wq, L.bq, h), hd, a.n_head, T);
         ggml_tensor * k = ggml_reshape_3d(ctx, linear(ctx, L.wk, nullptr, h), hd, a.n_head, T);
         ggml_tensor * v = ggml_reshape_3d(ctx, linear(ctx, L.wv, L.bv, h), hd, a.n_head, T);
-        q = ggml_permute(ctx, q, 0, 2, 1, 3);                               // [hd, T, H]
-        k = ggml_permute(ctx, k, 0, 2, 1, 3);
-        ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // [T, hd, H]
-        ggml_tensor * kq = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, k, q), nullptr, scale, 0.0f);  // [T_k, T_q, H]
-        ggml_tensor * o = ggml_mul_mat(ctx, vt, kq);                        // [hd, T_q, H]
-        o = ggml_reshape_2d(ctx, ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3)), d, T);
+        ggml_tensor * o = encoder_attention(ctx, q, k, v, nullptr, scale);  // the whole chunk: one sequence
         x = ggml_add(ctx, x, linear(ctx, L.wo, L.bo, o));
 
         h = layer_norm(ctx, x, L.ln2_w, L.ln2_b, a.eps);

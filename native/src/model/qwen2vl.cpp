@@ -1,18 +1,11 @@
 #include "model/qwen2vl.h"
 
+#include "model/graph-ops.h"
+
 #include <cmath>
 #include <limits>
 
 namespace om {
-
-static ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * weight, float eps) {
-    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), weight);
-}
-
-static ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b != nullptr ? ggml_add(ctx, y, b) : y;
-}
 
 // Attention of q [head_dim, n_head, n_tokens] over the first n_kv rows of layer il's memory.
 static ggml_tensor * attention(ggml_context * ctx, const kv_cache & kv, int32_t il, const text_hparams & hp,

@@ -1,6 +1,7 @@
 #include "stream/stream.h"
 
 #include "model/qwen25-audio.h"
+#include "model/qwen25-vision.h"
 #include "model/qwen2vl.h"
 
 #include <algorithm>
@@ -25,8 +26,11 @@ om_stream::om_stream(om_model & model_, const om_stream_params & params_) : mode
         const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
         kv = std::make_unique<kv_cache>(hp, params.n_ctx, type, ggml_backend_dev_buffer_type(model.device));
 
-        const om::audio_tower * audio = model.projector != nullptr ? model.projector->audio.get() : nullptr;
-        graph_size = size_t(std::max(hp.n_layer, audio != nullptr ? audio->n_layer : 0)) * 48 + 256;
+        const om::projector * proj = model.projector.get();
+        const int32_t audio_layers = proj != nullptr && proj->audio != nullptr ? proj->audio->n_layer : 0;
+        const int32_t vision_layers = proj != nullptr && proj->vision != nullptr ? proj->vision->n_layer : 0;
+        // a vision block, with its window gathers and rotary embedding, is the largest: about 50 nodes
+        graph_size = size_t(std::max({hp.n_layer, audio_layers, vision_layers})) * 64 + 256;
         graph_meta.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
         sched = ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), graph_size, false, true);
         if (sched == nullptr) {
@@ -198,6 +202,39 @@ void om_stream::encode_audio(const float * mel, int32_t n_frames, float * out) {
             [&] { ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out)); });
         out += size_t(n_out) * size_t(a.n_out);
     }
+}
+
+int32_t om_stream::count_image_tokens(int32_t n_patches, const int32_t grid_thw[3]) const {
+    using namespace om;
+    const vision_tower * v = model.projector != nullptr ? model.projector->vision.get() : nullptr;
+    if (v == nullptr) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "no vision encoder is loaded: load the model with its projector file "
+             "(mmproj=...) converted with `omnimem convert --mmproj`");
+    }
+    const int32_t t = grid_thw[0], h = grid_thw[1], w = grid_thw[2], m = v->merge;
+    if (t <= 0 || h <= 0 || w <= 0 || h % m != 0 || w % m != 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "the patch grid (t, h, w) = (%d, %d, %d) is not one the vision encoder "
+             "merges: all must be positive, h and w multiples of %d", t, h, w, m);
+    }
+    const int64_t n = int64_t(t) * h * w;
+    if (n != n_patches) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "the patch grid (%d, %d, %d) holds %lld patches, but %d were given", t, h, w,
+             (long long) n, n_patches);
+    }
+    return int32_t(n / (m * m));
+}
+
+void om_stream::encode_image(const float * patches, const int32_t grid_thw[3], float * out) {
+    using namespace om;
+    const vision_tower & v = *model.projector->vision;
+    const vision_layout layout = plan_vision_layout(v, grid_thw[0], grid_thw[1], grid_thw[2]);
+    vision_graph g;
+    compute(
+        [&](ggml_context * ctx, ggml_cgraph * gf) {
+            g = build_vision_graph(ctx, gf, v, layout);
+            return [&] { set_vision_inputs(g, layout, patches); };
+        },
+        [&] { ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out)); });
 }
 
 void om_stream::rollback(int32_t n) {

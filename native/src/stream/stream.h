@@ -24,6 +24,12 @@ struct om_stream {
     int32_t count_audio_tokens(int32_t n_mel, int32_t n_frames) const;
     // Runs the audio tower on mel [n_mel][n_frames]; writes [n_tokens][n_embd] to out.
     void encode_audio(const float * mel, int32_t n_frames, float * out);
+    // Merged tokens a grid (t, h, w) of n_patches patches becomes (checks that a vision tower is loaded and
+    // that the grid is one it can merge and holds exactly n_patches).
+    int32_t count_image_tokens(int32_t n_patches, const int32_t grid_thw[3]) const;
+    // Runs the vision tower on patches [n_patches][OM_IMAGE_PATCH_DIM] of a checked grid; writes
+    // [n_tokens][n_embd] to out in raster order (t, h / merge, w / merge).
+    void encode_image(const float * patches, const int32_t grid_thw[3], float * out);
 
     om_model & model;
     om_stream_params params;

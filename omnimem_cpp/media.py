@@ -17,6 +17,7 @@ arrays and reproduce the Qwen2.5-Omni processor of transformers::
     import omnimem_cpp.media as media
 
     mel = media.log_mel(pcm)                        # float32 [128, ceil(len / 160)], pcm: 16 kHz mono
+    stream = media.LogMelStream()                   # the same frames for audio arriving in pieces
     patches, grid = media.image_patches(rgb)        # rgb: uint8 [H, W, 3] → float32 [t·h·w, 1176], (t, h, w)
     patches, grid = media.image_patches(frames, **media.VIDEO_PIXELS)   # frames: uint8 [N, H, W, 3]
 
@@ -43,6 +44,7 @@ __all__ = [
     "IMAGE_PIXELS",
     "VIDEO_PIXELS",
     "log_mel",
+    "LogMelStream",
     "mel_filters",
     "smart_resize",
     "image_patches",
@@ -78,16 +80,8 @@ def _check_size_query(status: int) -> None:
         check(status)
 
 
-def log_mel(pcm: np.ndarray, *, n_mel: int = N_MEL) -> np.ndarray:
-    """Whisper-style log-mel features of mono 16 kHz PCM, as float32 ``[n_mel, ceil(len(pcm) / 160)]``.
-
-    Equal to the valid frames (``feature_attention_mask``) of the Qwen2.5-Omni processor's
-    ``input_features``; clips longer than its 300 s are not truncated. ``pcm`` is a 1-D float array (any
-    float dtype; values nominally in [-1, 1]).
-
-    Raises:
-        InvalidArgumentError: ``pcm`` is not 1-D, is empty, or holds NaN or infinity.
-    """
+def _mono_pcm(pcm: np.ndarray) -> np.ndarray:
+    """``pcm`` as the contiguous float32 samples the library reads, refusing what would be misread."""
     samples = np.asarray(pcm)
     if samples.ndim != 1:
         raise InvalidArgumentError(
@@ -95,13 +89,122 @@ def log_mel(pcm: np.ndarray, *, n_mel: int = N_MEL) -> np.ndarray:
         )
     if not np.issubdtype(samples.dtype, np.floating):
         raise InvalidArgumentError(f"pcm must be floating point in [-1, 1], got dtype {samples.dtype}")
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def log_mel(pcm: np.ndarray, *, n_mel: int = N_MEL) -> np.ndarray:
+    """Whisper-style log-mel features of mono 16 kHz PCM, as float32 ``[n_mel, ceil(len(pcm) / 160)]``.
+
+    Equal to the valid frames (``feature_attention_mask``) of the Qwen2.5-Omni processor's
+    ``input_features``; clips longer than its 300 s are not truncated. ``pcm`` is a 1-D float array (any
+    float dtype; values nominally in [-1, 1]). For audio that arrives in pieces, see :class:`LogMelStream`.
+
+    Raises:
+        InvalidArgumentError: ``pcm`` is not 1-D, is empty, or holds NaN or infinity.
+    """
+    samples = _mono_pcm(pcm)
     n_frames = ffi.new("int64_t *")
     pcm_c = ffi.from_buffer("float[]", samples)
     _check_size_query(lib.om_audio_log_mel(pcm_c, samples.size, n_mel, ffi.NULL, 0, n_frames))
     out = np.empty((n_mel, n_frames[0]), dtype=np.float32)
     check(lib.om_audio_log_mel(pcm_c, samples.size, n_mel, ffi.from_buffer("float[]", out), out.size, n_frames))
     return out
+
+
+class LogMelStream:
+    """The :func:`log_mel` features of one clip that arrives in pieces of any size (live audio), each frame
+    available as soon as the samples its 25 ms window covers are in; memory stays bounded however long the
+    clip runs::
+
+        with media.LogMelStream() as mel:
+            for pcm in pieces:                      # float 16 kHz mono, any lengths
+                mel.push(pcm)
+                features = mel.take()               # float32 [128, frames ready so far]
+            mel.finish()                            # the clip ended: its last frames become ready
+            features = mel.take()
+
+    The frames equal :func:`log_mel` over the whole clip, however it is cut, but for the 8-decade floor:
+    :meth:`take` applies the loudest frame computed so far, where :func:`log_mel` applies the loudest of the
+    whole clip. Frames taken before a louder passage arrived therefore stay below the floor that passage
+    raises, in just the bins :func:`log_mel` clamps to it. Taking every frame after :meth:`finish` gives
+    :func:`log_mel` exactly.
+    """
+
+    def __init__(self, *, n_mel: int = N_MEL):
+        out = ffi.new("om_log_mel_stream **")
+        check(lib.om_log_mel_stream_init(n_mel, out))
+        self._handle = out[0]
+        self.n_mel = n_mel
+
+    @property
+    def _live(self):
+        if self._handle is None:
+            raise InvalidArgumentError("this log-mel stream is closed")
+        return self._handle
+
+    def push(self, pcm: np.ndarray) -> None:
+        """Appends 16 kHz mono samples (a 1-D float array of any length, empty included).
+
+        Raises:
+            InvalidArgumentError: ``pcm`` is not 1-D floats or holds NaN or infinity (nothing is appended),
+                or the stream is finished.
+        """
+        samples = _mono_pcm(pcm)
+        check(lib.om_log_mel_stream_push(self._live, ffi.from_buffer("float[]", samples), samples.size))
+
+    def finish(self) -> None:
+        """Ends the clip: its last frames, which see silence past its end as :func:`log_mel`'s do, become
+        ready. Calling it again does nothing."""
+        check(lib.om_log_mel_stream_finish(self._live))
+
+    @property
+    def n_ready(self) -> int:
+        """Frames computed and not yet taken."""
+        return lib.om_log_mel_stream_n_ready(self._live)
+
+    @property
+    def n_samples(self) -> int:
+        """Samples pushed so far."""
+        return lib.om_log_mel_stream_n_samples(self._live)
+
+    @property
+    def n_taken(self) -> int:
+        """Frames taken so far: the next frame taken is centred on sample 160 × this."""
+        return lib.om_log_mel_stream_n_taken(self._live)
+
+    def take(self, n: int | None = None) -> np.ndarray:
+        """Moves the oldest ``n`` ready frames out (all of them by default), as float32 ``[n_mel, n]``.
+
+        Raises:
+            InvalidArgumentError: ``n`` is negative or more than :attr:`n_ready`.
+        """
+        handle = self._live
+        n = lib.om_log_mel_stream_n_ready(handle) if n is None else int(n)
+        out = np.empty((self.n_mel, max(n, 0)), dtype=np.float32)
+        check(lib.om_log_mel_stream_take(handle, n, ffi.from_buffer("float[]", out), out.size))
+        return out
+
+    def close(self) -> None:
+        """Frees the stream. Safe to call twice."""
+        if self._handle is not None:
+            lib.om_log_mel_stream_free(self._handle)
+            self._handle = None
+
+    def __enter__(self) -> LogMelStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            self.close()
+
+    def __repr__(self) -> str:
+        if self._handle is None:
+            return "LogMelStream(closed)"
+        return f"LogMelStream(n_mel={self.n_mel}, {self.n_samples} samples, {self.n_taken} frames taken, " \
+               f"{self.n_ready} ready)"
 
 
 def mel_filters(n_mel: int = N_MEL) -> np.ndarray:

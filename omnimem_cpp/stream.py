@@ -200,9 +200,87 @@ class Stream:
                                              ffi.from_buffer("float[]", out), out.size, n_tokens))
         return out
 
-    def feed(self, text: str) -> None:
-        """Tokenizes ``text`` (special tokens such as ``<|im_start|>`` included) and feeds it."""
-        self.feed_tokens(self.model.tokenize(text, special=True))
+    def feed(
+        self,
+        text: Optional[str] = None,
+        *,
+        video: Optional[np.ndarray] = None,
+        audio: Optional[np.ndarray] = None,
+        fps: float = 2.0,
+        sample_rate: int = 16000,
+        image: Optional[np.ndarray] = None,
+    ) -> None:
+        """Feeds text, media, or a chunk from :func:`omnimem_cpp.media.open`.
+
+        Examples::
+
+            s.feed("Some text")                                # tokens, special tokens included
+            for chunk in om.media.open("talk.mp4"):
+                s.feed(chunk)                                  # 2-second audio+video chunks
+            s.feed(video=frames, audio=pcm, fps=2.0)           # frames uint8 [N, H, W, 3]; pcm float [n]
+            s.feed(image=rgb)                                  # a still image, uint8 [H, W, 3]
+
+        Media goes into an audio-visual block that the first media feed opens (with the model's opening
+        tokens) and that text, an image or :meth:`close_media` closes. Pieces may have any size: whole
+        2-second chunks are evaluated as they complete, the rest waits. Audio at another ``sample_rate`` is
+        resampled to 16 kHz and multi-channel audio ``[n, channels]`` averaged to mono. Every feed is all or
+        nothing: on error the stream is unchanged.
+        """
+        from .media import Chunk
+
+        if isinstance(text, Chunk):
+            chunk = text
+            text, video, audio = None, chunk.video, chunk.audio
+            fps, sample_rate = chunk.fps, chunk.sample_rate
+        if sum(x is not None for x in (text, image)) + (video is not None or audio is not None) != 1:
+            raise InvalidArgumentError("feed takes one of: text, image, or video and/or audio")
+        if text is not None:
+            self.feed_tokens(self.model.tokenize(text, special=True))
+        elif image is not None:
+            rgb = _rgb_frames(image, still=True)
+            with self._lock:
+                check(lib.om_stream_feed_image(self.handle, ffi.from_buffer("uint8_t[]", rgb), rgb.shape[0],
+                                               rgb.shape[1]))
+        else:
+            frames = _rgb_frames(video, still=False) if video is not None else None
+            pcm = self._pcm_16k(audio, sample_rate) if audio is not None else None
+            if fps <= 0:
+                raise InvalidArgumentError(f"fps must be positive, got {fps}")
+            n_frames, height, width = frames.shape[:3] if frames is not None else (0, 0, 0)
+            with self._lock:
+                check(lib.om_stream_feed_media(
+                    self.handle, ffi.from_buffer("uint8_t[]", frames) if frames is not None else ffi.NULL, n_frames,
+                    height, width, fps, ffi.from_buffer("float[]", pcm) if pcm is not None else ffi.NULL,
+                    pcm.size if pcm is not None else 0))
+
+    def close_media(self) -> None:
+        """Closes the open audio-visual block: evaluates its last partial chunk and feeds the closing tokens.
+        Feeding text does this by itself."""
+        with self._lock:
+            check(lib.om_stream_close_media(self.handle))
+
+    @property
+    def media_open(self) -> bool:
+        """Whether an audio-visual block is open (media fed, not yet closed)."""
+        return bool(lib.om_stream_media_open(self.handle))
+
+    def _pcm_16k(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        pcm = np.asarray(audio, dtype=np.float32)
+        if pcm.ndim == 2:
+            pcm = pcm.mean(axis=1)
+        if pcm.ndim != 1 or pcm.size == 0:
+            raise InvalidArgumentError(f"audio must be float PCM [n] or [n, channels], got shape {list(pcm.shape)}")
+        if sample_rate != 16000:
+            pcm = self._resampler_for(sample_rate)(pcm)
+        return np.ascontiguousarray(pcm)
+
+    def _resampler_for(self, sample_rate: int):
+        # one resampler per stream and rate keeps its filter state across feeds, so pieces join seamlessly
+        if getattr(self, "_resampler", None) is None or self._resampler.rate_in != sample_rate:
+            from .media import Resampler
+
+            self._resampler = Resampler(sample_rate, 16000)
+        return self._resampler
 
     def logits(self) -> np.ndarray:
         """Float32 logits of the last fed position, shape ``[n_vocab]`` (a copy)."""
@@ -287,6 +365,15 @@ def _modality_codes(modality: Union[str, Sequence[str], np.ndarray], n: int) -> 
     if codes.shape != (n,) or not np.isin(codes, list(MODALITIES.values())).all():
         raise InvalidArgumentError(f"modality must be one name or {n} names/codes from {list(MODALITIES)}")
     return np.ascontiguousarray(codes, dtype=np.int8)
+
+
+def _rgb_frames(frames: np.ndarray, *, still: bool) -> np.ndarray:
+    rgb = np.ascontiguousarray(frames)
+    shape = "[H, W, 3]" if still else "[N, H, W, 3]"
+    if rgb.dtype != np.uint8 or rgb.ndim != (3 if still else 4) or rgb.shape[-1] != 3 or 0 in rgb.shape:
+        raise InvalidArgumentError(f"{'image' if still else 'video'} must be uint8 RGB {shape}, got {rgb.dtype} "
+                                   f"{list(rgb.shape)}")
+    return rgb
 
 
 class _Sampler:

@@ -1,13 +1,15 @@
 """The native media front ends against transformers' Qwen2.5-Omni preprocessing.
 
-Audio: log-mel vs WhisperFeatureExtractor set up as the Qwen2.5-Omni processor uses it. Images and video
-frames: patches vs the slow (PIL) Qwen2VLImageProcessor, smart_resize vs its Python original. Measured
-differences are noted at each tolerance.
+Audio: log-mel vs WhisperFeatureExtractor set up as the Qwen2.5-Omni processor uses it, and the streamed
+log-mel vs the offline one. Images and video frames: patches vs the slow (PIL) Qwen2VLImageProcessor,
+smart_resize vs its Python original. Measured differences are noted at each tolerance.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -127,6 +129,175 @@ def test_log_mel_rejects_bad_n_mel_and_short_buffers():
         check(status)
     with pytest.raises(InvalidArgumentError, match="NULL"):
         check(lib.om_audio_log_mel(ffi.NULL, 10, 128, ffi.NULL, 0, n_frames))
+
+
+def _stream_in_pieces(pcm: np.ndarray, sizes, *, n_mel: int = 128) -> np.ndarray:
+    """Pushes pcm in pieces of the given sizes until it is all in, taking the frames ready after each piece
+    and after finish(); checks the readiness rule on the way. Returns the frames taken, [n_mel, n]."""
+    taken = []
+    with media.LogMelStream(n_mel=n_mel) as stream:
+        start = 0
+        for size in sizes:
+            if start >= pcm.size:
+                break
+            stream.push(pcm[start:start + size])
+            start = min(start + size, pcm.size)
+            # frame t's window reaches sample 160·t + 199, and frame 0's reflection sample 200
+            assert stream.n_taken + stream.n_ready == (0 if start <= 200 else (start - 200) // 160 + 1)
+            taken.append(stream.take())
+        assert start == pcm.size == stream.n_samples
+        stream.finish()
+        taken.append(stream.take())
+        assert stream.n_taken == math.ceil(pcm.size / 160) and stream.n_ready == 0
+    return np.concatenate(taken, axis=1)
+
+
+def _random_pieces(rng: np.random.Generator, first: int):
+    """A first piece of the given size, then pieces of 1 to 700 samples: one-sample runs, pieces shorter
+    and longer than a hop or a window, most of them ending mid-frame."""
+    yield first
+    while True:
+        if rng.random() < 0.1:
+            yield from [1] * int(rng.integers(1, 400))
+        else:
+            yield int(rng.integers(1, 700))
+
+
+def _loud_then_quiet(n: int, seed: int) -> np.ndarray:
+    """A loud burst in the first 1000 samples, then exact silence (whose bins sit at the floor) and quiet
+    noise: the loudest frame lies in the first 2000 samples."""
+    pcm = _noise(n, seed) * 0.01
+    pcm[:1000] = _noise(1000, seed + 1) * 9
+    pcm[n // 2:3 * n // 4] = 0.0
+    return pcm
+
+
+@pytest.mark.parametrize("n", [3 * SR + 77, 2 * SR, 6001])
+@pytest.mark.parametrize("seed", range(4))
+def test_log_mel_stream_equals_offline_when_the_loudest_frame_comes_first(n, seed):
+    pcm = _loud_then_quiet(n, seed)
+    offline = media.log_mel(pcm)
+    assert (offline == offline.min()).mean() > 0.1  # the silence is clamped: the floor is exercised
+    rng = np.random.default_rng(seed)
+    ours = _stream_in_pieces(pcm, _random_pieces(rng, int(rng.integers(2000, 2400))))
+    np.testing.assert_array_equal(ours, offline)
+
+
+@pytest.mark.parametrize("n", [1, 159, 160, 199, 200, 201, 359, 360, 361, 4000])
+def test_log_mel_stream_one_sample_at_a_time_and_short_clips(n):
+    # Noise fills every bin far above the floor, so the order in which frames come cannot matter.
+    pcm = _tone(n) + _noise(n, n)
+    np.testing.assert_array_equal(_stream_in_pieces(pcm, [1] * n), media.log_mel(pcm))
+    np.testing.assert_array_equal(_stream_in_pieces(pcm, [n]), media.log_mel(pcm))
+    pcm = _noise(n, 3)
+    np.testing.assert_array_equal(_stream_in_pieces(pcm, itertools.cycle([7, 150, 3]), n_mel=80),
+                                  media.log_mel(pcm, n_mel=80))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_mel_stream_louder_later_differs_only_where_offline_clamps(seed):
+    # Quiet noise with a silent gap, then a loud burst: frames taken before the burst was computed use a
+    # lower floor. They may differ from offline only in bins that offline clamps to its floor, and there
+    # they are lower; taking everything after finish() is offline exactly.
+    n = 3 * SR
+    pcm = _noise(n, seed) * 0.001
+    pcm[SR // 4:SR // 2] = 0.0
+    pcm[2 * SR:2 * SR + 2000] = _noise(2000, seed + 1) * 9
+    offline = media.log_mel(pcm)
+    clamped = offline == offline.min()
+    rng = np.random.default_rng(seed)
+    ours = _stream_in_pieces(pcm, _random_pieces(rng, int(rng.integers(1, 700))))
+    assert (ours != offline).any()
+    np.testing.assert_array_equal(ours[~clamped], offline[~clamped])
+    assert (ours[clamped] <= offline[clamped]).all()
+    np.testing.assert_array_equal(_stream_in_pieces(pcm, [n]), offline)
+
+
+def test_log_mel_stream_floor_counts_frames_past_the_clip():
+    # As offline, finish() folds the frames past the valid ones (here the loudest) into the floor.
+    pcm = np.zeros(16000, dtype=np.float32)
+    pcm[-40:] = 0.9
+    with media.LogMelStream() as stream:
+        for piece in np.array_split(pcm, 48):
+            stream.push(piece)
+        stream.finish()
+        np.testing.assert_array_equal(stream.take(), media.log_mel(pcm))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident size from /proc")
+def test_log_mel_stream_memory_stays_bounded():
+    # 20 minutes in 1-second pieces, taken as they come: holding the samples or the frames would keep
+    # 77 MB or 61 MB; the stream keeps under 400 samples and the untaken frames.
+    piece = _noise(SR, 0)
+    with media.LogMelStream() as stream:
+        stream.push(piece)
+        stream.take()
+        before = _rss_bytes()
+        for _ in range(20 * 60):
+            stream.push(piece)
+            assert stream.take().shape[1] in (100, 99, 101)
+        assert _rss_bytes() - before < 16 << 20
+        assert stream.n_samples == 1201 * SR
+
+
+def test_log_mel_stream_rejects_misuse():
+    with pytest.raises(InvalidArgumentError, match="n_mel"):
+        media.LogMelStream(n_mel=0)
+    with media.LogMelStream() as stream:
+        stream.push(_noise(1000, 0))
+        for pcm, message in [(np.array([0.0, np.nan], np.float32), "sample 1001 is nan.*finite"),
+                             (np.zeros((2, 10), np.float32), "mono"), (np.zeros(10, np.int16), "floating")]:
+            with pytest.raises(InvalidArgumentError, match=message):
+                stream.push(pcm)
+        assert stream.n_samples == 1000  # a refused piece leaves the stream as it was
+        with pytest.raises(InvalidArgumentError, match="cannot take 7 log-mel frames, 6 are ready"):
+            stream.take(7)
+        with pytest.raises(InvalidArgumentError, match="cannot take -1"):
+            stream.take(-1)
+        assert stream.take(2).shape == (128, 2) and stream.n_ready == 4
+        stream.finish()
+        stream.finish()
+        assert stream.n_ready == 5  # 7 frames in all
+        with pytest.raises(InvalidArgumentError, match="finished"):
+            stream.push(_noise(10, 1))
+    with pytest.raises(InvalidArgumentError, match="closed"):
+        stream.take()
+    with media.LogMelStream() as empty:
+        empty.finish()
+        assert empty.take().shape == (128, 0)
+
+
+def test_log_mel_stream_c_api_checks_handles_and_buffers():
+    out = ffi.new("om_log_mel_stream **")
+    with pytest.raises(InvalidArgumentError, match="NULL"):
+        check(lib.om_log_mel_stream_init(128, ffi.NULL))
+    check(lib.om_log_mel_stream_init(128, out))
+    stream = out[0]
+    try:
+        pcm = _noise(1000, 0)
+        with pytest.raises(InvalidArgumentError, match="pcm is NULL"):
+            check(lib.om_log_mel_stream_push(stream, ffi.NULL, 10))
+        check(lib.om_log_mel_stream_push(stream, ffi.NULL, 0))
+        check(lib.om_log_mel_stream_push(stream, ffi.from_buffer("float[]", pcm), pcm.size))
+        assert lib.om_log_mel_stream_n_ready(stream) == 6
+        short = np.empty(128 * 3 - 1, np.float32)
+        status = lib.om_log_mel_stream_take(stream, 3, ffi.from_buffer("float[]", short), short.size)
+        assert status == lib.OM_STATUS_BUFFER_TOO_SMALL and lib.om_log_mel_stream_n_ready(stream) == 6
+        with pytest.raises(OmnimemError, match="384 floats"):
+            check(status)
+    finally:
+        lib.om_log_mel_stream_free(stream)
+    lib.om_log_mel_stream_free(ffi.NULL)
+    assert lib.om_log_mel_stream_n_ready(ffi.NULL) == lib.om_log_mel_stream_n_taken(ffi.NULL) == 0
+    for call in (lambda: lib.om_log_mel_stream_finish(ffi.NULL),
+                 lambda: lib.om_log_mel_stream_take(ffi.NULL, 0, ffi.NULL, 0)):
+        with pytest.raises(InvalidArgumentError, match="stream is NULL"):
+            check(call())
 
 
 # --- images and video frames --------------------------------------------------------------------------

@@ -219,6 +219,29 @@ OM_API om_status om_stream_encode_image(om_stream * stream, const float * patche
                                         const int32_t grid_thw[3], float * out, int64_t out_capacity,
                                         int32_t * n_tokens_out);
 
+// Feeds media into the stream's open audio-visual block, opening it on the first call: video frames
+// (uint8 RGB [n_frames][height][width][3] at fps; all frames of a block keep one size and rate), audio
+// (float mono PCM at OM_AUDIO_SAMPLE_RATE), or both. Pieces may have any length: the stream evaluates whole
+// 2-second chunks as they complete (video temporal patches, then audio tokens, at TMRoPE positions, as
+// Qwen2.5-Omni was trained) and keeps the rest until more arrives. A block with video and audio opens
+// with <|vision_bos|><|audio_bos|>; one track alone with its own bos. Feeding text, an image, or
+// om_stream_close_media closes the block: the last partial chunk is evaluated and the closing tokens fed.
+// All or nothing. Needs a model loaded with its projector.
+OM_API om_status om_stream_feed_media(om_stream * stream, const uint8_t * frames, int32_t n_frames, int32_t height,
+                                      int32_t width, float fps, const float * pcm, int64_t n_samples);
+
+// Closes the open audio-visual block (no-op without one). A later om_stream_rollback to the point just
+// before the closing (the length the stream had before this call) reopens the block as it was, pending
+// media included: that is how a question is asked in the middle of a stream and taken back.
+OM_API om_status om_stream_close_media(om_stream * stream);
+
+// True while an audio-visual block is open.
+OM_API bool om_stream_media_open(const om_stream * stream);
+
+// Feeds a still image (uint8 RGB [height][width][3]) as <|vision_bos|> image tokens <|vision_eos|>, resized
+// within Qwen2.5-Omni's image pixel limits. Closes an open audio-visual block first. All or nothing.
+OM_API om_status om_stream_feed_image(om_stream * stream, const uint8_t * rgb, int32_t height, int32_t width);
+
 //
 // Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)
 //
@@ -279,6 +302,39 @@ OM_API om_status om_image_smart_resize(int32_t height, int32_t width, int64_t mi
 OM_API om_status om_image_patches(const uint8_t * rgb, int32_t n_frames, int32_t height, int32_t width,
                                   int32_t resized_height, int32_t resized_width, float * out,
                                   int64_t out_capacity, int32_t * grid_thw_out);
+
+// The log-mel features of a clip that arrives in pieces (live audio): each frame is computed as soon as the
+// samples its 25 ms window covers are in, and memory stays bounded however long the clip runs (the samples
+// the next frames need, plus the frames computed and not yet taken). The frames are om_audio_log_mel's over
+// the whole clip, however it is cut, except for the 8-decade floor: taking frames applies the loudest frame
+// computed so far, so frames taken before a louder passage arrived keep the values the clip's overall
+// floor would raise (only in those bins). Taking every frame after finishing gives om_audio_log_mel's
+// output exactly. One stream per clip; not to be used from two threads at once.
+typedef struct om_log_mel_stream om_log_mel_stream;
+
+OM_API om_status om_log_mel_stream_init(int32_t n_mel, om_log_mel_stream ** out_stream);
+
+// NULL is allowed.
+OM_API void om_log_mel_stream_free(om_log_mel_stream * stream);
+
+// Appends n_samples samples of 16 kHz mono PCM (any number, 0 included). Non-finite samples, or pushing
+// after om_log_mel_stream_finish, fail and leave the stream as it was.
+OM_API om_status om_log_mel_stream_push(om_log_mel_stream * stream, const float * pcm, int64_t n_samples);
+
+// Ends the clip: the last frames, whose windows reach past its end, become ready (seeing silence there, as
+// om_audio_log_mel), for ceil(n_samples / 160) frames in all. Calling it again does nothing.
+OM_API om_status om_log_mel_stream_finish(om_log_mel_stream * stream);
+
+// Frames ready and not yet taken; samples pushed; frames taken. 0 for NULL.
+OM_API int64_t om_log_mel_stream_n_ready(const om_log_mel_stream * stream);
+OM_API int64_t om_log_mel_stream_n_samples(const om_log_mel_stream * stream);
+OM_API int64_t om_log_mel_stream_n_taken(const om_log_mel_stream * stream);
+
+// Moves the oldest n_frames ready frames into out[n_mel][n_frames] (om_audio_log_mel's layout and
+// scaling). n_frames must not exceed om_log_mel_stream_n_ready; out_capacity counts floats, and below
+// n_mel·n_frames the call returns OM_STATUS_BUFFER_TOO_SMALL and takes nothing.
+OM_API om_status om_log_mel_stream_take(om_log_mel_stream * stream, int64_t n_frames, float * out,
+                                        int64_t out_capacity);
 
 #ifdef __cplusplus
 }

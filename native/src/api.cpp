@@ -234,6 +234,30 @@ om_status om_stream_encode_image(om_stream * stream, const float * patches, int3
     });
 }
 
+om_status om_stream_feed_media(om_stream * stream, const uint8_t * frames, int32_t n_frames, int32_t height,
+                               int32_t width, float fps, const float * pcm, int64_t n_samples) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->feed_media(frames, n_frames, height, width, fps, pcm, n_samples);
+    });
+}
+
+om_status om_stream_close_media(om_stream * stream) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->close_media();
+    });
+}
+
+bool om_stream_media_open(const om_stream * stream) { return stream != nullptr && stream->media_open(); }
+
+om_status om_stream_feed_image(om_stream * stream, const uint8_t * rgb, int32_t height, int32_t width) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->feed_image(rgb, height, width);
+    });
+}
+
 om_status om_stream_get_logits(const om_stream * stream, float * out, int32_t n_vocab) {
     return guarded([&] {
         require(stream != nullptr && out != nullptr, "stream and out_logits must not be NULL");

@@ -22,6 +22,11 @@ void require_capacity(const void * out, int64_t capacity, int64_t needed, const 
 
 } // namespace
 
+// The handle is the stream itself; the C type only names it.
+struct om_log_mel_stream : om::log_mel_stream {
+    using om::log_mel_stream::log_mel_stream;
+};
+
 extern "C" {
 
 om_status om_audio_log_mel(const float * pcm, int64_t n_samples, int32_t n_mel, float * out, int64_t out_capacity,
@@ -44,6 +49,53 @@ om_status om_audio_mel_filters(int32_t n_mel, float * out, int64_t out_capacity)
         const std::vector<double> bank = om::mel_filterbank(n_mel);
         require_capacity(out, out_capacity, int64_t(bank.size()), "the mel filters");
         std::copy(bank.begin(), bank.end(), out);
+    });
+}
+
+om_status om_log_mel_stream_init(int32_t n_mel, om_log_mel_stream ** out_stream) {
+    if (out_stream != nullptr) {
+        *out_stream = nullptr;
+    }
+    return om::guarded([&] {
+        om::require(out_stream != nullptr, "om_log_mel_stream_init: out_stream is NULL");
+        *out_stream = new om_log_mel_stream(n_mel);
+    });
+}
+
+void om_log_mel_stream_free(om_log_mel_stream * stream) { delete stream; }
+
+om_status om_log_mel_stream_push(om_log_mel_stream * stream, const float * pcm, int64_t n_samples) {
+    return om::guarded([&] {
+        om::require(stream != nullptr, "om_log_mel_stream_push: stream is NULL");
+        om::require(pcm != nullptr || n_samples == 0, "om_log_mel_stream_push: pcm is NULL");
+        stream->push(pcm, n_samples);
+    });
+}
+
+om_status om_log_mel_stream_finish(om_log_mel_stream * stream) {
+    return om::guarded([&] {
+        om::require(stream != nullptr, "om_log_mel_stream_finish: stream is NULL");
+        stream->finish();
+    });
+}
+
+int64_t om_log_mel_stream_n_ready(const om_log_mel_stream * stream) {
+    return stream != nullptr ? stream->n_ready() : 0;
+}
+
+int64_t om_log_mel_stream_n_samples(const om_log_mel_stream * stream) {
+    return stream != nullptr ? stream->n_samples() : 0;
+}
+
+int64_t om_log_mel_stream_n_taken(const om_log_mel_stream * stream) {
+    return stream != nullptr ? stream->n_taken() : 0;
+}
+
+om_status om_log_mel_stream_take(om_log_mel_stream * stream, int64_t n_frames, float * out, int64_t out_capacity) {
+    return om::guarded([&] {
+        om::require(stream != nullptr, "om_log_mel_stream_take: stream is NULL");
+        require_capacity(out, out_capacity, n_frames * stream->n_mel(), "the log-mel frames");
+        stream->take(n_frames, out);
     });
 }
 

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdlib>
 #include <limits>
 
 namespace om {
@@ -130,14 +132,66 @@ std::vector<double> hann_window() {
     return w;
 }
 
-// Sample i of the signal the STFT frames: the clip, reflected about sample 0 on the left (centred frames
-// with reflect padding), and followed by the processor's zero padding on the right.
-inline double padded_sample(const float * pcm, int64_t n_samples, int64_t i) {
-    if (i < 0) {
-        i = -i;
+// The DFT of one frame's 400 real samples is computed as a 200-point complex one over the pairs
+// (x[2j], x[2j+1]), then unpacked. Each frame is transformed on its own, so its values cannot depend on how
+// a stream cuts the clip (packing two frames into one transform would tie each to its neighbour's rounding).
+constexpr int32_t k_half_fft = k_mel_n_fft / 2;
+
+// e^{-2πik/400} for k in [0, 200]: the factors that join the even and odd samples' half-size spectra.
+std::vector<cpx> unpack_twiddles() {
+    std::vector<cpx> w(size_t(k_half_fft) + 1);
+    for (int32_t k = 0; k <= k_half_fft; ++k) {
+        const double a = -2.0 * k_pi * k / k_mel_n_fft;
+        w[size_t(k)] = {std::cos(a), std::sin(a)};
     }
-    return i < n_samples ? double(pcm[i]) : 0.0;
+    return w;
 }
+
+// Where a frame reads its samples: samples [first, end) of the clip, at data. The clip is reflected about
+// sample 0 on the left (centred frames with reflect padding) and followed by silence on the right (the
+// processor's zero padding).
+struct clip_view {
+    const float * data;
+    int64_t first;
+    int64_t end;
+};
+
+// The 400 samples frame t windows: a pointer into the view when the frame lies inside it, else assembled
+// (with the padding) in scratch. The view must hold every sample of the clip the frame reads.
+const float * frame_samples(const clip_view & clip, int64_t t, float * scratch) {
+    const int64_t start = t * k_mel_hop - k_mel_n_fft / 2;
+    if (start >= clip.first && start + k_mel_n_fft <= clip.end) {
+        return clip.data + (start - clip.first);
+    }
+    for (int32_t j = 0; j < k_mel_n_fft; ++j) {
+        const int64_t i = std::abs(start + j);
+        scratch[j] = i < clip.end ? clip.data[i - clip.first] : 0.0f;
+    }
+    return scratch;
+}
+
+// Frames of a clip of n_samples that see any of its samples. Those past the log_mel_n_frames valid ones
+// see its last samples; the processor computes them on its padded buffer and their maximum counts
+// towards its dynamic-range floor. Later frames see only zeros (log10 of the 1e-10 floor = -10, never
+// above the maximum).
+int64_t frames_seeing_clip(int64_t n_samples) {
+    return (n_samples + k_mel_n_fft / 2 + k_mel_hop - 1) / k_mel_hop;
+}
+
+void check_finite(const float * pcm, int64_t n, int64_t first_index) {
+    for (int64_t i = 0; i < n; ++i) {
+        if (!std::isfinite(pcm[i])) {
+            fail(OM_STATUS_INVALID_ARGUMENT, "audio sample %lld is %f; PCM must be finite",
+                 (long long) (first_index + i), double(pcm[i]));
+        }
+    }
+}
+
+// Keep 8 decades below the loudest point.
+float floor_of(double max_log) { return float(max_log - 8.0); }
+
+// Clamp at the floor, then map roughly into [-1, 1] as Whisper was trained on.
+inline float scaled(float log_value, float floor_log) { return (std::max(log_value, floor_log) + 4.0f) / 4.0f; }
 
 } // namespace
 
@@ -176,70 +230,143 @@ std::vector<double> mel_filterbank(int32_t n_mel) {
     return bank;
 }
 
+class mel_kernel {
+public:
+    explicit mel_kernel(int32_t n_mel) : n_mel_(n_mel), bands_(mel_bands(n_mel)) {}
+
+    // Computes the log10 mel energies of frames [t_begin, t_end) of the clip: frame t < n_kept is written
+    // with bin m at out[(t - t_begin)·frame_step + m·bin_step], later ones only count towards the returned
+    // maximum (over the unrounded values, as the processor takes it).
+    double frames(const clip_view & clip, int64_t t_begin, int64_t t_end, int64_t n_kept, float * out,
+                  size_t frame_step, size_t bin_step) const {
+        static const fft_plan fft(k_half_fft);
+        static const std::vector<double> window = hann_window();
+        static const std::vector<cpx> unpack = unpack_twiddles();
+        std::vector<cpx> z(k_half_fft);
+        std::vector<cpx> spec(k_half_fft);
+        std::vector<double> power(k_mel_n_bins);
+        std::vector<float> discarded(static_cast<size_t>(n_mel_));
+        float scratch[k_mel_n_fft];
+        double max_log = -std::numeric_limits<double>::infinity();
+        for (int64_t t = t_begin; t < t_end; ++t) {
+            const float * x = frame_samples(clip, t, scratch);
+            for (int32_t j = 0; j < k_half_fft; ++j) {
+                z[size_t(j)] = {window[size_t(2 * j)] * double(x[2 * j]),
+                                window[size_t(2 * j + 1)] * double(x[2 * j + 1])};
+            }
+            fft.forward(z.data(), spec.data());
+            for (int32_t k = 0; k <= k_half_fft; ++k) {
+                const cpx a = spec[size_t(k % k_half_fft)];
+                const cpx b = spec[size_t((k_half_fft - k) % k_half_fft)];
+                // With Z = DFT(z): the even samples' spectrum is (Z[k] + conj Z[200-k]) / 2, the odd
+                // samples' (Z[k] - conj Z[200-k]) / 2i, and X[k] = even + e^{-2πik/400}·odd.
+                const cpx even = {0.5 * (a.re + b.re), 0.5 * (a.im - b.im)};
+                const cpx odd = {0.5 * (a.im + b.im), 0.5 * (b.re - a.re)};
+                const cpx x_k = even + unpack[size_t(k)] * odd;
+                power[size_t(k)] = x_k.re * x_k.re + x_k.im * x_k.im;
+            }
+            const bool kept = t < n_kept;
+            float * dst = kept ? out + size_t(t - t_begin) * frame_step : discarded.data();
+            const size_t step = kept ? bin_step : 1;
+            for (int32_t m = 0; m < n_mel_; ++m) {
+                const mel_band & band = bands_[size_t(m)];
+                double e = 0.0;
+                for (size_t i = 0; i < band.weights.size(); ++i) {
+                    e += band.weights[i] * power[size_t(band.first) + i];
+                }
+                const double v = std::log10(std::max(e, 1e-10));
+                max_log = std::max(max_log, v);
+                dst[size_t(m) * step] = float(v);
+            }
+        }
+        return max_log;
+    }
+
+private:
+    int32_t n_mel_;
+    std::vector<mel_band> bands_;
+};
+
 void log_mel(const float * pcm, int64_t n_samples, int32_t n_mel, float * out) {
     if (n_samples <= 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "the audio is empty (%lld samples)", (long long) n_samples);
     }
-    for (int64_t i = 0; i < n_samples; ++i) {
-        if (!std::isfinite(pcm[i])) {
-            fail(OM_STATUS_INVALID_ARGUMENT, "audio sample %lld is %f; PCM must be finite", (long long) i,
-                 double(pcm[i]));
-        }
-    }
-    static const fft_plan fft(k_mel_n_fft);
-    static const std::vector<double> window = hann_window();
-    const std::vector<mel_band> bands = mel_bands(n_mel);
-
+    check_finite(pcm, n_samples, 0);
     const int64_t n_out = log_mel_n_frames(n_samples);
-    // Frames past the valid ones still see the clip's last samples; the processor computes them on its
-    // padded buffer and their maximum counts towards its dynamic-range floor. Later frames see only zeros
-    // (log10 of the 1e-10 floor = -10, never above the maximum).
-    const int64_t n_seen = (n_samples + k_mel_n_fft / 2 + k_mel_hop - 1) / k_mel_hop;
-
-    // Two real frames per complex transform: frame a in the real part, frame b in the imaginary part, and
-    // the two spectra separated by the conjugate symmetry of real signals' transforms.
-    std::vector<cpx> z(k_mel_n_fft);
-    std::vector<cpx> spec(k_mel_n_fft);
-    std::vector<double> power[2] = {std::vector<double>(k_mel_n_bins), std::vector<double>(k_mel_n_bins)};
-    double max_log = -std::numeric_limits<double>::infinity();
-    for (int64_t t0 = 0; t0 < n_seen; t0 += 2) {
-        const int64_t start_a = t0 * k_mel_hop - k_mel_n_fft / 2;
-        const bool has_b = t0 + 1 < n_seen;
-        for (int32_t j = 0; j < k_mel_n_fft; ++j) {
-            const double w = window[size_t(j)];
-            z[size_t(j)].re = w * padded_sample(pcm, n_samples, start_a + j);
-            z[size_t(j)].im = has_b ? w * padded_sample(pcm, n_samples, start_a + k_mel_hop + j) : 0.0;
-        }
-        fft.forward(z.data(), spec.data());
-        for (int32_t k = 0; k < k_mel_n_bins; ++k) {
-            const cpx x = spec[size_t(k)];
-            const cpx y = spec[size_t((k_mel_n_fft - k) % k_mel_n_fft)];  // the mirror bin N-k
-            const double are = x.re + y.re, aim = x.im - y.im;        // 2·(frame a spectrum) = x + conj(y)
-            const double bre = x.im + y.im, bim = y.re - x.re;        // 2·(frame b spectrum) = (x - conj(y)) / i
-            power[0][size_t(k)] = 0.25 * (are * are + aim * aim);
-            power[1][size_t(k)] = 0.25 * (bre * bre + bim * bim);
-        }
-        for (int64_t t = t0; t < std::min(t0 + 2, n_seen); ++t) {
-            const std::vector<double> & pw = power[t - t0];
-            for (int32_t m = 0; m < n_mel; ++m) {
-                const mel_band & band = bands[size_t(m)];
-                double e = 0.0;
-                for (size_t i = 0; i < band.weights.size(); ++i) {
-                    e += band.weights[i] * pw[size_t(band.first) + i];
-                }
-                const double v = std::log10(std::max(e, 1e-10));
-                max_log = std::max(max_log, v);
-                if (t < n_out) {
-                    out[size_t(m) * size_t(n_out) + size_t(t)] = float(v);
-                }
-            }
-        }
-    }
-    // Keep 8 decades below the loudest point, then map roughly into [-1, 1] as Whisper was trained on.
-    const float floor_log = float(max_log - 8.0);
+    const double max_log = mel_kernel(n_mel).frames({pcm, 0, n_samples}, 0, frames_seeing_clip(n_samples), n_out,
+                                                    out, 1, size_t(n_out));
+    const float floor_log = floor_of(max_log);
     for (size_t i = 0; i < size_t(n_mel) * size_t(n_out); ++i) {
-        out[i] = (std::max(out[i], floor_log) + 4.0f) / 4.0f;
+        out[i] = scaled(out[i], floor_log);
     }
+}
+
+log_mel_stream::log_mel_stream(int32_t n_mel) : kernel_(std::make_shared<const mel_kernel>(n_mel)), n_mel_(n_mel) {}
+
+void log_mel_stream::push(const float * pcm, int64_t n) {
+    if (finished_) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "the audio stream is finished; start a new one for more audio");
+    }
+    if (n < 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot push %lld samples", (long long) n);
+    }
+    check_finite(pcm, n, n_samples_);
+    samples_.insert(samples_.end(), pcm, pcm + n);
+    n_samples_ += n;
+    // Frame t reads up to sample 160·t + 199 and, through the reflection, sample 200 - 160·t: frame 0 needs
+    // 201 samples, frame t >= 1 needs 160·t + 200.
+    const int64_t n_complete = n_samples_ <= k_mel_n_fft / 2 ? 0 : (n_samples_ - k_mel_n_fft / 2) / k_mel_hop + 1;
+    if (n_complete > n_computed_) {
+        compute(n_complete, n_complete);
+    }
+    // Frame n_computed_ starts at sample 160·n_computed_ - 200; nothing before it (nor, once the first frames
+    // are done, the reflection's samples) is read again.
+    const int64_t keep_from = std::max<int64_t>(0, n_computed_ * k_mel_hop - k_mel_n_fft / 2);
+    if (keep_from > first_) {
+        samples_.erase(samples_.begin(), samples_.begin() + (keep_from - first_));
+        first_ = keep_from;
+    }
+}
+
+void log_mel_stream::finish() {
+    if (finished_) {
+        return;
+    }
+    compute(frames_seeing_clip(n_samples_), log_mel_n_frames(n_samples_));
+    finished_ = true;
+    samples_ = {};
+}
+
+void log_mel_stream::take(int64_t n, float * out) {
+    if (n < 0 || n > n_ready()) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot take %lld log-mel frames, %lld are ready", (long long) n,
+             (long long) n_ready());
+    }
+    const float floor_log = floor_of(max_log_);
+    const float * frames = ready_.data() + ready_head_;
+    for (int32_t m = 0; m < n_mel_; ++m) {
+        for (int64_t t = 0; t < n; ++t) {
+            const float log_value = frames[size_t(t) * size_t(n_mel_) + size_t(m)];
+            out[size_t(m) * size_t(n) + size_t(t)] = scaled(log_value, floor_log);
+        }
+    }
+    ready_head_ += size_t(n) * size_t(n_mel_);
+    n_taken_ += n;
+    // Dropping the taken frames only once they are half the buffer keeps each frame's cost constant
+    // however few are taken at a time.
+    if (2 * ready_head_ >= ready_.size()) {
+        ready_.erase(ready_.begin(), ready_.begin() + std::ptrdiff_t(ready_head_));
+        ready_head_ = 0;
+    }
+}
+
+void log_mel_stream::compute(int64_t t_end, int64_t n_kept) {
+    const size_t offset = ready_.size();
+    ready_.resize(offset + size_t(std::max<int64_t>(0, n_kept - n_computed_)) * size_t(n_mel_));
+    const double max_log = kernel_->frames({samples_.data(), first_, n_samples_}, n_computed_, t_end, n_kept,
+                                           ready_.data() + offset, size_t(n_mel_), 1);
+    max_log_ = std::max(max_log_, max_log);
+    n_computed_ = t_end;
 }
 
 } // namespace om

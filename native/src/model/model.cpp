@@ -3,6 +3,7 @@
 #include "llama.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <thread>
 
@@ -134,6 +135,25 @@ void load_vocab(om_model & m) {
     m.vocab = llama_model_get_vocab(m.vocab_model);
 }
 
+// The media framing tokens: from the converter's keys, else looked up in the vocabulary (files written by
+// llama.cpp's converter carry no such keys).
+void find_media_tokens(om_model & m) {
+    const key_reader keys = m.file->keys();
+    auto find = [&](const char * key, const char * text) -> int32_t {
+        const int64_t id = keys.integer(std::string("omnimem.qwen25_omni.") + key, false, -1);
+        if (id >= 0 || m.vocab == nullptr) {
+            return int32_t(id);
+        }
+        llama_token tok = -1;
+        const int32_t n = llama_tokenize(m.vocab, text, int32_t(std::strlen(text)), &tok, 1, false, true);
+        return n == 1 ? tok : -1;
+    };
+    m.media_tokens.audio_bos  = find("audio_bos_token_id", "<|audio_bos|>");
+    m.media_tokens.audio_eos  = find("audio_eos_token_id", "<|audio_eos|>");
+    m.media_tokens.vision_bos = find("vision_bos_token_id", "<|vision_bos|>");
+    m.media_tokens.vision_eos = find("vision_eos_token_id", "<|vision_eos|>");
+}
+
 } // namespace
 
 om_model * load_model(const char * path, const om_model_params & params) {
@@ -171,6 +191,7 @@ om_model * load_model(const char * path, const om_model_params & params) {
                        params.use_repack ? [m](const ggml_tensor * t) { return is_matmul_weight(*m, t); }
                                          : std::function<bool(const ggml_tensor *)>());
         load_vocab(*m);
+        find_media_tokens(*m);
         if (params.mmproj_path != nullptr) {
             m->projector = load_projector(params.mmproj_path, m->hparams.n_embd, m->device, params.use_mmap);
         }

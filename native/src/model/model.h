@@ -36,6 +36,14 @@ struct text_hparams {
     int32_t n_embd_kv() const { return n_embd_head * n_head_kv; }
 };
 
+// Ids of the tokens that frame media in the model's prompts (-1: the vocabulary lacks it).
+struct media_tokens {
+    int32_t audio_bos  = -1;
+    int32_t audio_eos  = -1;
+    int32_t vision_bos = -1;
+    int32_t vision_eos = -1;
+};
+
 struct decoder_layer {
     ggml_tensor * attn_norm = nullptr;  // [n_embd]
     ggml_tensor * wq = nullptr;         // [n_embd, n_embd_head*n_head]
@@ -72,6 +80,7 @@ struct om_model {
     ggml_backend_dev_t cpu_device = nullptr;
     int32_t n_threads = 1;
 
+    om::media_tokens media_tokens;
     llama_model * vocab_model = nullptr;    // libllama, loaded vocabulary-only
     const llama_vocab * vocab = nullptr;
 

@@ -141,6 +141,7 @@ void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
                  model.hparams.n_vocab);
         }
     }
+    close_media();  // text after media closes the block, as the model's prompts do
     std::vector<int32_t> positions(size_t(n) * 3);
     for (int32_t i = 0; i < n; ++i) {
         std::fill_n(positions.begin() + i * 3, 3, next_pos + i);  // text: the same position on every axis
@@ -257,6 +258,17 @@ void om_stream::rollback(int32_t n) {
     }
     if (pos < 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is not the end of an earlier feed", n);
+    }
+    if (block && n > block_opened_at) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is inside the open audio-visual block "
+             "(opened at %d); roll back before it, or close it first", n, block_opened_at);
+    }
+    block.reset();
+    if (reopen_block && n == reopen_at) {
+        block = std::make_unique<om::media_block>(*reopen_block);
+        block_opened_at = reopen_opened_at;
+    } else if (n < reopen_at) {
+        reopen_block.reset();
     }
     kv->drop_from(n);
     boundaries.erase(std::remove_if(boundaries.begin(), boundaries.end(),

@@ -4,7 +4,10 @@
 
 #include "memory/kv-cache.h"
 #include "model/model.h"
+#include "stream/media-block.h"
 
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -19,6 +22,13 @@ struct om_stream {
     void feed_embeddings(const float * embeddings, const int32_t * positions, const om::modality * modality,
                          int32_t n);
     void rollback(int32_t n_tokens);
+
+    // Media (om_stream_feed_media / _close_media / _feed_image): see stream-media.cpp.
+    void feed_media(const uint8_t * frames, int32_t n_frames, int32_t height, int32_t width, float fps,
+                    const float * pcm, int64_t n_samples);
+    void close_media();
+    void feed_image(const uint8_t * rgb, int32_t height, int32_t width);
+    bool media_open() const { return block != nullptr; }
 
     // Audio tokens a log-mel clip of n_frames becomes (checks that an audio tower is loaded for n_mel bins).
     int32_t count_audio_tokens(int32_t n_mel, int32_t n_frames) const;
@@ -57,6 +67,19 @@ private:
 
     std::vector<ggml_backend_t> backends;   // compute device first, CPU last
     ggml_backend_sched_t sched = nullptr;
+    // Runs `change`; if it throws, the stream returns to its state before (memory, positions, block).
+    void atomically(const std::function<void()> & change);
+    void feed_special(std::initializer_list<int32_t> tokens, int32_t pos);  // tokens sharing one position
+    void open_block(bool video, bool audio);
+    void eval_chunk(bool final);
+
+    std::unique_ptr<om::media_block> block;         // the open audio-visual block, if any
+    int32_t block_opened_at = 0;                    // n_tokens before its opening tokens
+    // The block as it was when close_media() last closed it at n_tokens == reopen_at: a rollback to that
+    // point (the end of an ask) reopens it, so the stream goes on as if the question never came.
+    std::unique_ptr<om::media_block> reopen_block;
+    int32_t reopen_at = -1, reopen_opened_at = 0;
+
     std::vector<uint8_t> graph_meta;        // memory of the graph's tensor descriptions
     size_t graph_size = 0;
     // (n_tokens, next_pos) at the end of every feed: the points a rollback may return to

@@ -1,0 +1,156 @@
+"""Streaming media against transformers on the whole clip: a video with its audio track (or audio alone, or a
+still image) fed in pieces of any size, then a question, gives the logits transformers computes for the
+same clip in one prompt — the contract that makes bounded memory meaningful later."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import omnimem_cpp as om
+from omnimem_cpp import media
+
+CHUNK_TOKENS = 50   # TMRoPE positions per 2-second chunk
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf, tiny_thinker, tmp_path_factory):
+    from omnimem_cpp.convert import convert_projector
+
+    mmproj = convert_projector(tiny_thinker("base"), tmp_path_factory.mktemp("mm") / "mmproj.gguf", "f32",
+                               progress=False)
+    with om.Model(tiny_gguf("base", "f32"), mmproj=mmproj, n_threads=2) as m:
+        yield m
+
+
+def clip(seconds: float, n_frames: int, seed: int = 0):
+    """Random 112x140 frames and a tone whose loudest moment is at the start (so a stream's running
+    log-mel floor equals the whole clip's from the first chunk on)."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (n_frames, 112, 140, 3), dtype=np.uint8)
+    t = np.arange(int(seconds * 16000)) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+    pcm[:4000] *= 3.0
+    return frames, pcm
+
+
+def reference_logits(ref, ids, tokens, *, frames=None, pcm=None, image=None):
+    """transformers' thinker on the whole clip, its inputs from our preprocessing (which equals its
+    processor's, tests/test_media_preprocess.py)."""
+    kw = {}
+    if pcm is not None:
+        mel = media.log_mel(pcm)
+        kw.update(input_features=torch.from_numpy(mel)[None], feature_attention_mask=torch.ones(1, mel.shape[1],
+                                                                                              dtype=torch.long))
+    if frames is not None:
+        patches, grid = media.image_patches(frames, **media.VIDEO_PIXELS)
+        kw.update(pixel_values_videos=torch.from_numpy(patches), video_grid_thw=torch.tensor([grid]),
+                  video_second_per_grid=torch.tensor([1.0]), use_audio_in_video=pcm is not None)
+    if image is not None:
+        patches, grid = media.image_patches(image)
+        kw.update(pixel_values=torch.from_numpy(patches), image_grid_thw=torch.tensor([grid]))
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        return ref(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kw).logits[0].numpy()
+
+
+def av_layout(tokens, n_video_per_chunk, n_audio_per_chunk):
+    """<|vision_bos|><|audio_bos|> V0 A0 V1 A1 ... <|audio_eos|><|vision_eos|>, as transformers expects it."""
+    ids = [tokens["<|vision_bos|>"], tokens["<|audio_bos|>"]]
+    for nv, na in zip(n_video_per_chunk, n_audio_per_chunk):
+        ids += [tokens["<|VIDEO|>"]] * nv + [tokens["<|AUDIO|>"]] * na
+    return ids + [tokens["<|audio_eos|>"], tokens["<|vision_eos|>"]]
+
+
+def rel_err(ours, ref):
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("pieces", [
+    [(4, 32000), (4, 32000), (2, 20000)],         # whole 2-second chunks, then a partial one
+    [(1, 7000), (3, 30000), (5, 40000), (1, 7000)],  # pieces that cut chunks anywhere
+])
+def test_video_with_audio_fed_in_pieces_matches_the_whole_clip(model, tiny_reference, pieces):
+    import tiny_models
+
+    tokens = tiny_models.TOKEN_IDS
+    n_frames, n_samples = sum(p[0] for p in pieces), sum(p[1] for p in pieces)
+    frames, pcm = clip(n_samples / 16000, n_frames)
+    # frames are resized into the video pixel budget; each temporal patch (2 frames) gives one token per 28x28
+    height, width = media.smart_resize(112, 140, **media.VIDEO_PIXELS)
+    grid_tokens, n_grids = (height // 28) * (width // 28), (n_frames + 1) // 2
+    n_audio = ((((n_samples + 159) // 160) - 1) // 2 + 1) // 2
+    n_chunks = max(-(-n_grids // 2), -(-n_audio // CHUNK_TOKENS))
+    video_per_chunk = [grid_tokens * len(range(2 * c, min(2 * c + 2, n_grids))) for c in range(n_chunks)]
+    audio_per_chunk = [max(0, min(CHUNK_TOKENS, n_audio - CHUNK_TOKENS * c)) for c in range(n_chunks)]
+    prefix = [tokens["<|im_start|>"]] + model.tokenize("user\n")
+    question = model.tokenize("What happened?<|im_end|>\n<|im_start|>assistant\n")
+    ids = prefix + av_layout(tokens, video_per_chunk, audio_per_chunk) + question
+    expected = reference_logits(tiny_reference("base"), ids, tokens, frames=frames, pcm=pcm)
+
+    with model.stream(kv_type="f32", n_ctx=1024) as s:
+        s.feed_tokens(prefix)
+        f0 = a0 = 0
+        for nf, na in pieces:
+            s.feed(video=frames[f0:f0 + nf], audio=pcm[a0:a0 + na], fps=2.0)
+            f0, a0 = f0 + nf, a0 + na
+            assert s.media_open
+        s.feed_tokens(question)          # closes the block: last partial chunk, closing tokens
+        assert not s.media_open
+        assert s.n_tokens == len(ids)
+        assert rel_err(s.logits(), expected[-1]) <= 1e-4
+
+
+def test_audio_alone_and_asking_in_the_middle_of_a_stream(model, tiny_reference):
+    import tiny_models
+
+    tokens = tiny_models.TOKEN_IDS
+    _, pcm = clip(5.3, 0)
+    n_audio = ((((pcm.size + 159) // 160) - 1) // 2 + 1) // 2
+    question = model.tokenize("What happened?<|im_end|>\n<|im_start|>assistant\n")
+    ids = [tokens["<|audio_bos|>"]] + [tokens["<|AUDIO|>"]] * n_audio + [tokens["<|audio_eos|>"]] + question
+    expected = reference_logits(tiny_reference("base"), ids, tokens, pcm=pcm)
+
+    with model.stream(kv_type="f32", n_ctx=1024) as s:
+        s.feed(audio=pcm[:40000])
+        mark = s.n_tokens
+        first = s.ask("What happened?", max_tokens=3)       # closes, asks, rolls back: the block reopens
+        assert s.media_open and s.n_tokens == mark
+        s.feed(audio=pcm[40000:])
+        s.feed_tokens(question)
+        assert rel_err(s.logits(), expected[-1]) <= 1e-4
+        assert isinstance(first, str)
+
+
+def test_still_image(model, tiny_reference):
+    import tiny_models
+
+    tokens = tiny_models.TOKEN_IDS
+    image = np.random.default_rng(3).integers(0, 256, (170, 230, 3), dtype=np.uint8)
+    n_image = (168 // 28) * (224 // 28)
+    question = model.tokenize("Describe it.<|im_end|>\n<|im_start|>assistant\n")
+    ids = [tokens["<|vision_bos|>"]] + [tokens["<|IMAGE|>"]] * n_image + [tokens["<|vision_eos|>"]] + question
+    expected = reference_logits(tiny_reference("base"), ids, tokens, image=image)
+    with model.stream(kv_type="f32", n_ctx=512) as s:
+        s.feed(image=image)
+        s.feed_tokens(question)
+        assert rel_err(s.logits(), expected[-1]) <= 1e-4
+
+
+def test_media_errors_leave_the_stream_unchanged(model, tiny_gguf):
+    with model.stream(n_ctx=64) as s:
+        s.feed("Hello")
+        n = s.n_tokens
+        frames, pcm = clip(6.0, 12)
+        with pytest.raises(om.ContextFullError):
+            s.feed(video=frames, audio=pcm)    # 3 chunks of video and audio rows do not fit in 64
+        assert s.n_tokens == n and not s.media_open
+        with pytest.raises(om.InvalidArgumentError, match="uint8"):
+            s.feed(video=frames.astype(np.float32))
+        s.feed(audio=pcm[:1000])
+        with pytest.raises(om.InvalidArgumentError, match="no video track"):
+            s.feed(video=frames[:2])
+    with om.Model(tiny_gguf("base", "f32")) as text_only, text_only.stream(n_ctx=64) as s:
+        with pytest.raises(om.InvalidArgumentError, match="mmproj"):
+            s.feed(audio=np.zeros(16000, np.float32))

@@ -26,6 +26,7 @@ arrays and reproduce the Qwen2.5-Omni processor of transformers::
 
 from __future__ import annotations
 
+import fractions
 import math
 import os
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "VIDEO_PIXELS",
     "log_mel",
     "LogMelStream",
+    "Resampler",
     "mel_filters",
     "smart_resize",
     "image_patches",
@@ -374,6 +376,47 @@ class _FrameSampler:
             self._samples.append(self._rgb)
 
 
+def _mono_resampler(rate: int) -> av.AudioResampler:
+    # For float output FFmpeg's downmix matrix is unnormalised (stereo → mono adds the channels at −3 dB each,
+    # which lifts identical channels by 41 % and can exceed 1); capping it at 1 averages the channels, as the
+    # reference pipeline's mono loading does.
+    return av.AudioResampler(format="flt", layout="mono", rate=rate, options={"rematrix_maxval": "1.0"})
+
+
+class Resampler:
+    """Resamples mono float32 PCM arriving in pieces from ``rate_in`` to ``rate_out`` Hz, keeping the filter's
+    state between pieces so they join seamlessly; :meth:`flush` returns the samples the filter still holds.
+
+    Example::
+
+        r = media.Resampler(44100)
+        pcm16k = np.concatenate([r(piece) for piece in pieces] + [r.flush()])
+    """
+
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
+        if rate_in <= 0 or rate_out <= 0:
+            raise MediaError(f"sample rates must be positive, got {rate_in} and {rate_out}")
+        self.rate_in, self.rate_out = rate_in, rate_out
+        self._resampler = _mono_resampler(rate_out)
+        self._next_pts = 0
+
+    def __call__(self, pcm: np.ndarray) -> np.ndarray:
+        samples = np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = self.rate_in
+        frame.pts = self._next_pts
+        frame.time_base = fractions.Fraction(1, self.rate_in)
+        self._next_pts += samples.shape[1]
+        return self._collect(frame)
+
+    def flush(self) -> np.ndarray:
+        return self._collect(None)
+
+    def _collect(self, frame: av.AudioFrame | None) -> np.ndarray:
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 class _AudioTrack:
     """Downmixes (channel average) and resamples decoded audio to mono float32 at one rate, buffering it until
     taken."""
@@ -381,11 +424,7 @@ class _AudioTrack:
     def __init__(self, rate: int, origin: float):
         self._rate = rate
         self._origin = origin
-        # For float output FFmpeg's downmix matrix is unnormalised (stereo → mono adds the channels at −3 dB each,
-        # which lifts identical channels by 41 % and can exceed 1); capping it at 1 averages the channels, as
-        # the reference pipeline's mono loading does.
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate,
-                                            options={"rematrix_maxval": "1.0"})
+        self._resampler = _mono_resampler(rate)
         self._started = False
         self._parts: list[np.ndarray] = []
         self.buffered = 0  # samples received so far, taken or not

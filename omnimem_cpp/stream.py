@@ -72,6 +72,7 @@ class Stream:
         self._handle = out[0]
         self._lock = threading.RLock()
         self._logits = np.empty(model.info.n_vocab, dtype=np.float32)
+        self._resampler = None   # for audio fed at another rate than 16 kHz
         model._register(self)
         if system is not None:
             self.feed(chat.system_turn(system))
@@ -121,6 +122,7 @@ class Stream:
         if ids.ndim != 1 or ids.size == 0:
             raise InvalidArgumentError("feed_tokens needs a non-empty 1-D sequence of token ids")
         with self._lock:
+            self._flush_resampler()   # text closes an open block: the resampled audio must be in it first
             check(lib.om_stream_feed_tokens(self.handle, ffi.from_buffer("int32_t[]", ids), int(ids.size)))
 
     def feed_embeddings(self, embeddings: np.ndarray, positions: np.ndarray,
@@ -239,11 +241,16 @@ class Stream:
         elif image is not None:
             rgb = _rgb_frames(image, still=True)
             with self._lock:
+                self._flush_resampler()
                 check(lib.om_stream_feed_image(self.handle, ffi.from_buffer("uint8_t[]", rgb), rgb.shape[0],
                                                rgb.shape[1]))
         else:
             frames = _rgb_frames(video, still=False) if video is not None else None
             pcm = self._pcm_16k(audio, sample_rate) if audio is not None else None
+            if pcm is not None and pcm.size == 0:
+                pcm = None       # all still inside the resampler's filter
+                if frames is None:
+                    return
             if fps <= 0:
                 raise InvalidArgumentError(f"fps must be positive, got {fps}")
             n_frames, height, width = frames.shape[:3] if frames is not None else (0, 0, 0)
@@ -257,6 +264,7 @@ class Stream:
         """Closes the open audio-visual block: evaluates its last partial chunk and feeds the closing tokens.
         Feeding text does this by itself."""
         with self._lock:
+            self._flush_resampler()
             check(lib.om_stream_close_media(self.handle))
 
     @property
@@ -270,17 +278,24 @@ class Stream:
             pcm = pcm.mean(axis=1)
         if pcm.ndim != 1 or pcm.size == 0:
             raise InvalidArgumentError(f"audio must be float PCM [n] or [n, channels], got shape {list(pcm.shape)}")
-        if sample_rate != 16000:
-            pcm = self._resampler_for(sample_rate)(pcm)
-        return np.ascontiguousarray(pcm)
-
-    def _resampler_for(self, sample_rate: int):
-        # one resampler per stream and rate keeps its filter state across feeds, so pieces join seamlessly
-        if getattr(self, "_resampler", None) is None or self._resampler.rate_in != sample_rate:
+        if sample_rate == 16000:
+            return np.ascontiguousarray(pcm)
+        # one resampler per block and rate keeps its filter state across feeds, so pieces join seamlessly
+        if self._resampler is None or self._resampler.rate_in != sample_rate:
             from .media import Resampler
 
-            self._resampler = Resampler(sample_rate, 16000)
-        return self._resampler
+            self._flush_resampler()
+            self._resampler = Resampler(sample_rate)
+        return self._resampler(pcm)
+
+    def _flush_resampler(self) -> None:
+        """Feeds the samples the resampler still holds: called before the block closes."""
+        if self._resampler is None:
+            return
+        tail, self._resampler = self._resampler.flush(), None
+        if tail.size and self.media_open:
+            check(lib.om_stream_feed_media(self.handle, ffi.NULL, 0, 0, 0, 2.0, ffi.from_buffer("float[]", tail),
+                                           tail.size))
 
     def logits(self) -> np.ndarray:
         """Float32 logits of the last fed position, shape ``[n_vocab]`` (a copy)."""
@@ -335,6 +350,7 @@ class Stream:
         sampler = _Sampler(temperature, top_k, top_p, seed)
         prompt_ids = self.model.tokenize(prompt, special=True)
         with self._lock:
+            self._flush_resampler()   # before the mark: resampled audio stays in the stream after the rollback
             mark = self.n_tokens
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             try:

@@ -154,3 +154,19 @@ def test_media_errors_leave_the_stream_unchanged(model, tiny_gguf):
     with om.Model(tiny_gguf("base", "f32")) as text_only, text_only.stream(n_ctx=64) as s:
         with pytest.raises(om.InvalidArgumentError, match="mmproj"):
             s.feed(audio=np.zeros(16000, np.float32))
+
+
+def test_audio_at_another_rate_is_resampled_seamlessly(model):
+    """44.1 kHz stereo fed in pieces gives the same memory as the same audio resampled in one go."""
+    t = np.arange(3 * 44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(2 * np.pi * 500 * t)], axis=1).astype(np.float32)
+    whole = media.Resampler(44100)
+    mono_16k = np.concatenate([whole(stereo.mean(axis=1)), whole.flush()])
+    with model.stream(kv_type="f32", n_ctx=512) as a, model.stream(kv_type="f32", n_ctx=512) as b:
+        for piece in np.array_split(stereo, 7):
+            a.feed(audio=piece, sample_rate=44100)
+        a.close_media()
+        b.feed(audio=mono_16k)
+        b.close_media()
+        assert a.n_tokens == b.n_tokens
+        np.testing.assert_allclose(a.logits(), b.logits(), rtol=0, atol=1e-5 * np.abs(b.logits()).max())

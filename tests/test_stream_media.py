@@ -170,3 +170,79 @@ def test_audio_at_another_rate_is_resampled_seamlessly(model):
         b.close_media()
         assert a.n_tokens == b.n_tokens
         np.testing.assert_allclose(a.logits(), b.logits(), rtol=0, atol=1e-5 * np.abs(b.logits()).max())
+
+
+def test_video_without_audio_then_an_image_then_audio_in_one_prompt(model, tiny_reference):
+    """A prompt mixing media: a silent video, a still image and an audio clip, each its own block, text
+    around them — transformers computes the positions of the whole prompt at once."""
+    import tiny_models
+
+    tokens = tiny_models.TOKEN_IDS
+    frames, pcm = clip(2.5, 5, seed=5)
+    image = np.random.default_rng(6).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    vh, vw = media.smart_resize(112, 140, **media.VIDEO_PIXELS)
+    ih, iw = media.smart_resize(60, 90)
+    n_video = 3 * (vh // 28) * (vw // 28)           # 5 frames -> 3 temporal patches (the last frame doubled)
+    n_image = (ih // 28) * (iw // 28)
+    n_audio = ((((pcm.size + 159) // 160) - 1) // 2 + 1) // 2
+    text1, text2 = model.tokenize("Look:"), model.tokenize(" and listen:")
+    question = model.tokenize("What happened?<|im_end|>\n<|im_start|>assistant\n")
+    ids = (text1 + [tokens["<|vision_bos|>"]] + [tokens["<|VIDEO|>"]] * n_video + [tokens["<|vision_eos|>"]]
+           + [tokens["<|vision_bos|>"]] + [tokens["<|IMAGE|>"]] * n_image + [tokens["<|vision_eos|>"]] + text2
+           + [tokens["<|audio_bos|>"]] + [tokens["<|AUDIO|>"]] * n_audio + [tokens["<|audio_eos|>"]] + question)
+    with torch.no_grad():
+        video_patches, video_grid = media.image_patches(frames, **media.VIDEO_PIXELS)
+        image_patches, image_grid = media.image_patches(image)
+        mel = media.log_mel(pcm)
+        input_ids = torch.tensor([ids])
+        expected = tiny_reference("base")(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+            pixel_values_videos=torch.from_numpy(video_patches), video_grid_thw=torch.tensor([video_grid]),
+            video_second_per_grid=torch.tensor([1.0]), pixel_values=torch.from_numpy(image_patches),
+            image_grid_thw=torch.tensor([image_grid]), input_features=torch.from_numpy(mel)[None],
+            feature_attention_mask=torch.ones(1, mel.shape[1], dtype=torch.long)).logits[0].numpy()
+
+    with model.stream(kv_type="f32", n_ctx=1024) as s:
+        s.feed_tokens(text1)
+        s.feed(video=frames[:3], fps=2.0)
+        s.feed(video=frames[3:], fps=2.0)
+        s.feed(image=image)                 # closes the video block first
+        s.feed_tokens(text2)
+        s.feed(audio=pcm)
+        s.feed_tokens(question)
+        assert s.n_tokens == len(ids)
+        assert rel_err(s.logits(), expected[-1]) <= 1e-4
+
+
+def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tmp_path):
+    import av
+
+    path = tmp_path / "clip.mp4"
+    seconds, rate = 5, 16000
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 140, 112, "yuv420p"
+        audio = out.add_stream("aac", rate=rate)
+        for i in range(seconds * 10):
+            frame = av.VideoFrame.from_ndarray(np.full((112, 140, 3), i * 5, np.uint8), format="rgb24")
+            out.mux(video.encode(frame))
+        t = np.arange(seconds * rate) / rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, tone.size, 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            out.mux(audio.encode(frame))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+
+    vh, vw = media.smart_resize(112, 140, **media.VIDEO_PIXELS)
+    with om.media.open(path) as reader, model.stream(n_ctx=2048) as s:
+        chunks = 0
+        for chunk in reader:
+            s.feed(chunk)
+            chunks += 1
+        s.close_media()
+        assert chunks == reader.n_chunks == 3
+        # 5 s at 2 fps = 10 frames = 5 temporal patches; 5 s of audio = 125 tokens; 4 framing tokens
+        assert s.n_tokens == 5 * (vh // 28) * (vw // 28) + 125 + 4
+

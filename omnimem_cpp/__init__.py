@@ -8,9 +8,9 @@ Quick start::
         print(s.ask("What happened first?", max_tokens=64))
 """
 
+from . import media
 from ._native import ffi as _ffi
 from ._native import lib as _lib
-from . import media
 from .errors import (
     BackendError,
     ContextFullError,

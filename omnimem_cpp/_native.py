@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import errors
 from ._omnimem_cffi import ffi, lib
 
-__all__ = ["ffi", "lib", "check"]
+__all__ = ["ffi", "lib", "check", "NativeHandle"]
 
 _EXCEPTION_OF_STATUS = {
     lib.OM_STATUS_INVALID_ARGUMENT: errors.InvalidArgumentError,
@@ -27,3 +27,23 @@ def check(status: int) -> None:
     if not message:
         message = ffi.string(lib.om_status_name(status)).decode()
     raise _EXCEPTION_OF_STATUS.get(status, errors.OmnimemError)(message)
+
+
+class NativeHandle:
+    """Base of the classes that own one native object in ``self._handle``: subclasses define ``close()``
+    (freeing it exactly once); this gives them ``with`` and freeing at garbage collection."""
+
+    _handle = None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self._handle is not None:
+            self.close()

@@ -35,7 +35,7 @@ from typing import BinaryIO, Iterator
 import av
 import numpy as np
 
-from ._native import check, ffi, lib
+from ._native import NativeHandle, check, ffi, lib
 from .errors import InvalidArgumentError, MediaError
 
 __all__ = [
@@ -113,7 +113,7 @@ def log_mel(pcm: np.ndarray, *, n_mel: int = N_MEL) -> np.ndarray:
     return out
 
 
-class LogMelStream:
+class LogMelStream(NativeHandle):
     """The :func:`log_mel` features of one clip that arrives in pieces of any size (live audio), each frame
     available as soon as the samples its 25 ms window covers are in; memory stays bounded however long the
     clip runs::
@@ -191,16 +191,6 @@ class LogMelStream:
         if self._handle is not None:
             lib.om_log_mel_stream_free(self._handle)
             self._handle = None
-
-    def __enter__(self) -> LogMelStream:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            self.close()
 
     def __repr__(self) -> str:
         if self._handle is None:

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from ._native import check, ffi, lib
+from ._native import NativeHandle, check, ffi, lib
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class ModelInfo:
     audio_n_mel: int
 
 
-class Model:
+class Model(NativeHandle):
     """A text-model GGUF (as written by ``omnimem convert``) loaded onto a ggml device.
 
     Example::
@@ -114,16 +114,6 @@ class Model:
             stream.close()
         lib.om_model_free(self._handle)
         self._handle = None
-
-    def __enter__(self) -> "Model":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            self.close()
 
     def __repr__(self) -> str:
         i = self.info

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union, overload
 import numpy as np
 
 from . import chat
-from ._native import check, ffi, lib
+from ._native import NativeHandle, check, ffi, lib
 from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ KV_TYPES = {"f16": 0, "f32": 1}
 MODALITIES = {"text": 0, "visual": 1, "audio": 2}
 
 
-class Stream:
+class Stream(NativeHandle):
     """A session over a :class:`Model`: its own memory, positions and last logits.
 
     Example::
@@ -93,16 +93,6 @@ class Stream:
             lib.om_stream_free(self._handle)
             self._handle = None
         self.model._unregister(self)
-
-    def __enter__(self) -> "Stream":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            self.close()
 
     # --- feeding ----------------------------------------------------------------------------------------
 

@@ -56,3 +56,21 @@ def tiny_reference(tiny_thinker):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_projector(tiny_thinker, tmp_path_factory):
+    """The F32 multimodal projector (vision + audio towers) of the "base" tiny thinker."""
+    from omnimem_cpp.convert import convert_projector
+
+    out = tmp_path_factory.mktemp("mmproj") / "mmproj-f32.gguf"
+    return convert_projector(tiny_thinker("base"), out, "f32", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_multimodal(tiny_gguf, tiny_projector):
+    """The "base" tiny thinker loaded with its projector (F32 weights, 2 threads)."""
+    import omnimem_cpp as om
+
+    with om.Model(tiny_gguf("base", "f32"), mmproj=tiny_projector, n_threads=2) as model:
+        yield model

@@ -10,17 +10,13 @@ import omnimem_cpp as om
 
 
 @pytest.fixture(scope="module")
-def projector(tiny_thinker, tmp_path_factory):
-    from omnimem_cpp.convert import convert_projector
-
-    out = tmp_path_factory.mktemp("mmproj") / "mmproj-f32.gguf"
-    return convert_projector(tiny_thinker("base"), out, "f32", progress=False)
+def projector(tiny_projector):
+    return tiny_projector
 
 
 @pytest.fixture(scope="module")
-def model(tiny_gguf, projector):
-    with om.Model(tiny_gguf("base", "f32"), mmproj=projector, n_threads=2) as m:
-        yield m
+def model(tiny_multimodal):
+    return tiny_multimodal
 
 
 def reference_audio(reference, mel: np.ndarray) -> np.ndarray:

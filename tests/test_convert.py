@@ -22,13 +22,6 @@ def _fields(reader: GGUFReader) -> dict:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
-def _hf_tensors(ckpt_dir) -> dict:
-    index = ckpt_dir / "model.safetensors.index.json"
-    files = set(json.loads(index.read_text())["weight_map"].values()) if index.exists() else {"model.safetensors"}
-    out = {}
-    for f in files:
-        out.update(load_file(ckpt_dir / f))
-    return {k.removeprefix("thinker."): v for k, v in out.items()}
 
 
 def _text_config(ckpt_dir) -> dict:
@@ -88,7 +81,7 @@ def test_f32_file_matches_checkpoint(tiny_thinker, tiny_gguf, config, kw):
 
     expected = _expected_tensors(text, tied=text["tie_word_embeddings"])
     assert sorted(t.name for t in reader.tensors) == sorted(expected)
-    hf = _hf_tensors(ckpt)
+    hf = tiny_models.checkpoint_tensors(ckpt)
     for t in reader.tensors:
         hf_name, shape = expected[t.name]
         assert tuple(reversed(t.shape.tolist())) == shape, t.name  # GGUF lists ne0 (innermost) first
@@ -133,7 +126,7 @@ def test_outtype_decides_tensor_types(tiny_gguf, outtype):
     ("q4_0", lambda x, amax: amax / 8 + amax * 2.0**-10),
 ])
 def test_dequantized_tensors_stay_within_formula_error(tiny_thinker, tiny_gguf, outtype, bound):
-    hf = _hf_tensors(tiny_thinker("base"))
+    hf = tiny_models.checkpoint_tensors(tiny_thinker("base"))
     expected = _expected_tensors(_text_config(tiny_thinker("base")), tied=False)
     for t in GGUFReader(tiny_gguf("base", outtype)).tensors:
         hf_name, shape = expected[t.name]

@@ -52,13 +52,6 @@ def _thinker_config(ckpt_dir) -> dict:
     return cfg.get("thinker_config", cfg)
 
 
-def _hf_tensors(ckpt_dir) -> dict:
-    index = ckpt_dir / "model.safetensors.index.json"
-    files = set(json.loads(index.read_text())["weight_map"].values()) if index.exists() else {"model.safetensors"}
-    out = {}
-    for f in files:
-        out.update(load_file(ckpt_dir / f))
-    return {k.removeprefix("thinker."): v for k, v in out.items()}
 
 
 def _expected_tensors(thinker: dict) -> dict:
@@ -147,7 +140,7 @@ def test_keys_match_config(tiny_thinker, tiny_mmproj, kw):
 def test_f32_tensors_match_checkpoint(tiny_thinker, tiny_mmproj, kw):
     ckpt = tiny_thinker("base", **kw)
     expected = _expected_tensors(_thinker_config(ckpt))
-    weights = _hf_tensors(ckpt)
+    weights = tiny_models.checkpoint_tensors(ckpt)
     reader = GGUFReader(tiny_mmproj("f32", **kw))
     assert sorted(t.name for t in reader.tensors) == sorted(expected)
     for t in reader.tensors:

@@ -15,13 +15,8 @@ CHUNK_TOKENS = 50   # TMRoPE positions per 2-second chunk
 
 
 @pytest.fixture(scope="module")
-def model(tiny_gguf, tiny_thinker, tmp_path_factory):
-    from omnimem_cpp.convert import convert_projector
-
-    mmproj = convert_projector(tiny_thinker("base"), tmp_path_factory.mktemp("mm") / "mmproj.gguf", "f32",
-                               progress=False)
-    with om.Model(tiny_gguf("base", "f32"), mmproj=mmproj, n_threads=2) as m:
-        yield m
+def model(tiny_multimodal):
+    return tiny_multimodal
 
 
 def clip(seconds: float, n_frames: int, seed: int = 0):

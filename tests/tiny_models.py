@@ -16,6 +16,7 @@ import math
 import pathlib
 
 import torch
+import safetensors.numpy
 from safetensors.torch import load_file, save_file
 
 # Byte-level BPE size before the added tokens; the added tokens follow in SPECIAL_TOKENS order.
@@ -295,3 +296,14 @@ def reference_logits(model, token_ids) -> "torch.Tensor":
     """Logits [n_tokens, vocab] of a text-only prompt (whose three M-RoPE position rows are all 0..n-1)."""
     ids = torch.tensor([list(token_ids)], dtype=torch.long)
     return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
+
+
+def checkpoint_tensors(ckpt_dir) -> dict:
+    """Every tensor of a checkpoint directory (sharded or not) as numpy arrays, names without `thinker.`."""
+    ckpt_dir = pathlib.Path(ckpt_dir)
+    index = ckpt_dir / "model.safetensors.index.json"
+    files = set(json.loads(index.read_text())["weight_map"].values()) if index.exists() else {"model.safetensors"}
+    out = {}
+    for f in files:
+        out.update(safetensors.numpy.load_file(ckpt_dir / f))
+    return {k.removeprefix("thinker."): v for k, v in out.items()}

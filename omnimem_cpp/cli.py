@@ -74,7 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(n_threads=args.threads)
+    return run_demo(n_threads=args.threads, clip=args.clip)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("demo", help="run the embedded demo model", description="Stream text through the model "
-                       "shipped with the package and ask it a question; needs no download.")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p = sub.add_parser("demo", help="stream a video through the embedded demo model",
+                       description="Write a short synthetic video with sound, stream it through the small model "
+                                   "shipped with the package, and ask it a question; needs no download.")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1; the model is tiny)")
+    p.add_argument("--clip", help="stream this video file instead of the synthetic one")
     p.set_defaults(func=_cmd_demo)
     return parser
 

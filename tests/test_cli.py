@@ -39,7 +39,7 @@ def test_info_and_run_with_json(tmp_path, tiny_gguf):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("info", "missing.gguf"), "no such file"),
+    (("info", "missing.gguf"), "does not exist"),
     (("run", "missing.gguf", "--ask", "x"), "no such file"),
     (("convert", "no-such-dir", "-o", "x.gguf"), "no-such-dir"),
 ])

@@ -203,8 +203,8 @@ def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
         return
 
     rng = np.random.default_rng(cfg["seed"])
-    ids = lambda n: rng.integers(0, cfg["n_vocab_normal"], size=n, dtype=np.int32)  # noqa: E731
-    short, steps, prompt = ids(SHORT_PROMPT), ids(cfg["decode"]), ids(cfg["prompt"])
+    short, steps, prompt = (rng.integers(0, cfg["n_vocab_normal"], size=n, dtype=np.int32)
+                            for n in (SHORT_PROMPT, cfg["decode"], cfg["prompt"]))
     try:
         engine.reset(0)
         for i in range(SHORT_PROMPT):
@@ -266,12 +266,13 @@ def machine_description() -> dict:
     flags = set(fields.get("flags", "").split())
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     mem_kb = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
-    versions = {}
-    for dist in ("llama-cpp-python", "gguf", "numpy", "omnimem-cpp"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = {dist: importlib.metadata.version(dist) for dist in ("llama-cpp-python", "gguf", "numpy")}
+    try:  # also when run from a source tree with the library built in place
+        import omnimem_cpp
+
+        versions["omnimem-cpp"] = omnimem_cpp.__version__
+    except ImportError:
+        versions["omnimem-cpp"] = None
     return {
         "cpu": fields.get("model name", platform.processor()),
         "cores": len(os.sched_getaffinity(0)),
@@ -334,7 +335,8 @@ def ratio_rows(wtype: str, results: list[dict]) -> list[list[str]]:
                 theirs, mode = max(candidates) if candidates else (None, "")
             else:
                 theirs, mode = _median(pick, kind), pick["mode"]
-            cells.append(f"{mine / theirs:.2f}× (vs {mode})" if mine and theirs else "–")
+            which = f" (vs {mode})" if pick is None else ""
+            cells.append(f"{mine / theirs:.2f}×{which}" if mine and theirs else "–")
         rows.append([wtype.upper(), "omnimem.cpp", label, *cells, ""])
     return rows
 
@@ -353,6 +355,10 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     dims = QWEN25_OMNI_3B
     cfg = {"threads": args.threads, "prompt": args.prompt, "decode": args.decode, "repeats": args.repeats,
            "seed": args.seed, "n_vocab_normal": min(dims.n_vocab, 151643)}  # ids below the control tokens
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=log) for t in types}
+    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=_log) for t in types}
     weight_bytes = {t: decode_weight_bytes(p) for t, p in path_of.items()}
     all_results: dict[str, list[dict]] = {}
     # Other processes compete for the same cores; their CPU time during the run says how far to trust it.
@@ -394,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             r = {**run, **run_child(run["engine"], run["mode"], path_of[wtype], cfg)}
             all_results[wtype].append(r)
-            log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
+            _log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
                 f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
                 + (f" — {r['message']}" if "message" in r else ""))
     wall_s = time.monotonic() - t_start

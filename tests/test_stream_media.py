@@ -210,27 +210,10 @@ def test_video_without_audio_then_an_image_then_audio_in_one_prompt(model, tiny_
 
 
 def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tmp_path):
-    import av
+    from omnimem_cpp.demo import write_demo_clip
 
-    path = tmp_path / "clip.mp4"
-    seconds, rate = 5, 16000
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=10)
-        video.width, video.height, video.pix_fmt = 140, 112, "yuv420p"
-        audio = out.add_stream("aac", rate=rate)
-        for i in range(seconds * 10):
-            frame = av.VideoFrame.from_ndarray(np.full((112, 140, 3), i * 5, np.uint8), format="rgb24")
-            out.mux(video.encode(frame))
-        t = np.arange(seconds * rate) / rate
-        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for start in range(0, tone.size, 1024):
-            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            out.mux(audio.encode(frame))
-        out.mux(video.encode())
-        out.mux(audio.encode())
-
-    vh, vw = media.smart_resize(112, 140, **media.VIDEO_PIXELS)
+    path = write_demo_clip(tmp_path / "clip.mp4", seconds=5, fps=10)   # 168x224 frames, a tone, 5 s
+    vh, vw = media.smart_resize(168, 224, **media.VIDEO_PIXELS)
     with om.media.open(path) as reader, model.stream(n_ctx=2048) as s:
         chunks = 0
         for chunk in reader:

@@ -154,10 +154,45 @@ typedef enum om_kv_type {
     OM_KV_TYPE_F32 = 1,  // exact; for parity checks and research
 } om_kv_type;
 
+// How a stream keeps its memory bounded. Every policy but FULL compacts each layer to its audio and visual
+// budget after every chunk of media (a media chunk, an image, or a feed_embeddings call with media rows);
+// text rows are always kept, up to text_cap. All policies share these budget semantics; only OMNIMEM budgets
+// audio and visual separately, the others keep budget_audio + budget_visual media rows of either kind.
+typedef enum om_policy {
+    OM_POLICY_FULL            = 0,  // keep every row; budgets are ignored
+    OM_POLICY_OMNIMEM         = 1,  // perturbation-aware score, separate audio and visual top-k
+    OM_POLICY_OMNIMEM_NOSPLIT = 2,  // the same score, one top-k over audio and visual together
+    OM_POLICY_SINK_WINDOW     = 3,  // StreamingLLM: the first n_sink media rows and the most recent ones
+    OM_POLICY_ATTENTION_TOPK  = 4,  // H2O / SnapKV style: the rows that received the most attention
+    OM_POLICY_UNIFORM         = 5,  // evenly spaced media rows
+    OM_POLICY_RANDOM          = 6,  // a seeded random subset of the media rows
+} om_policy;
+
+// The vectors whose neighbour cosines measure redundancy in the OMNIMEM score.
+typedef enum om_redundancy {
+    OM_REDUNDANCY_VALUE  = 0,  // the stored V rows: no extra memory (default)
+    OM_REDUNDANCY_HIDDEN = 1,  // the layer-input hidden states, as the method defines; n_embd more per row
+} om_redundancy;
+
+typedef struct om_memory_params {
+    om_policy       policy;
+    const int32_t * budget;      // [n_layer][2]: audio and visual rows each layer keeps; NULL: unbounded.
+                                 // Copied at om_stream_init.
+    int32_t         n_extra;     // rows per layer beyond the budget: text (prompt, capped text, questions,
+                                 // answers) and the chunk being evaluated; 0: n_batch + 1024
+    int32_t         text_cap;    // most text rows kept after the first media row (the oldest go); 0: no cap
+    float           lambda;      // exponent of attention received in the OMNIMEM score (0.02)
+    int32_t         n_sink;      // SINK_WINDOW's first media rows (4)
+    uint32_t        seed;        // RANDOM's seed
+    om_redundancy   redundancy;
+} om_memory_params;
+
 typedef struct om_stream_params {
-    int32_t    n_ctx;    // rows of KV memory per layer; 0: the model's training context
-    int32_t    n_batch;  // most tokens evaluated in one graph; longer feeds are split
-    om_kv_type kv_type;
+    int32_t          n_ctx;    // rows of KV memory per layer when the memory is unbounded; 0: the model's
+                               // training context. With a budget, each layer gets its budget + n_extra.
+    int32_t          n_batch;  // most tokens evaluated in one graph; longer feeds are split
+    om_kv_type       kv_type;
+    om_memory_params memory;
 } om_stream_params;
 
 OM_API void om_stream_default_params(om_stream_params * params);
@@ -197,7 +232,8 @@ OM_API int32_t om_stream_next_pos(const om_stream * stream);
 
 // Rolls the stream back to its state after its first n_tokens tokens. n_tokens must be a point the
 // stream passed at the end of a feed call; the removed tokens' memory rows are dropped and positions
-// are restored. The logits become unavailable until the next feed.
+// are restored. The logits become unavailable until the next feed. A compaction fixes the past: after one,
+// the stream can roll back only to points at or after it (or to 0, which empties the stream).
 OM_API om_status om_stream_rollback(om_stream * stream, int32_t n_tokens);
 
 // Runs the projector's audio tower on log-mel features (layout [n_mel][n_frames], 100 frames per second
@@ -241,6 +277,52 @@ OM_API bool om_stream_media_open(const om_stream * stream);
 // Feeds a still image (uint8 RGB [height][width][3]) as <|vision_bos|> image tokens <|vision_eos|>, resized
 // within Qwen2.5-Omni's image pixel limits. Closes an open audio-visual block first. All or nothing.
 OM_API om_status om_stream_feed_image(om_stream * stream, const uint8_t * rgb, int32_t height, int32_t width);
+
+//
+// The cache manager: what a stream's memory holds, and the row selection on given arrays
+//
+
+typedef struct om_layer_stats {
+    int32_t rows[3];        // live rows by om_modality (text, visual, audio)
+    int32_t budget[2];      // audio and visual budget; -1: unbounded
+    int32_t capacity;       // rows allocated
+    int64_t kv_bytes;       // bytes of the live rows (K, V and stored redundancy vectors)
+    int64_t n_compactions;  // times this layer was compacted
+} om_layer_stats;
+
+typedef struct om_stream_stats {
+    int32_t n_layer;
+    int32_t n_tokens;            // tokens fed (the sequence length)
+    int64_t kv_bytes;            // bytes of the live rows, all layers
+    int64_t kv_bytes_allocated;  // bytes reserved for rows, all layers: the memory bound
+    int64_t n_compactions;       // compaction passes (each compacts the layers over budget)
+    double  t_ingest_s;          // seconds in feeds: encoders, prefill, scoring and compaction
+    double  t_score_s;           // seconds computing redundancy, scores and the kept rows (attention received
+                                 // comes out of the prefill graph and is counted in ingest only)
+    double  t_compact_s;         // seconds gathering the kept rows
+} om_stream_stats;
+
+OM_API om_status om_stream_get_stats(const om_stream * stream, om_stream_stats * out_stats);
+OM_API om_status om_stream_get_layer_stats(const om_stream * stream, int32_t layer, om_layer_stats * out_stats);
+
+// Bytes one row of one layer takes with the given stream parameters (K and V, plus the hidden state when
+// memory.redundancy is OM_REDUNDANCY_HIDDEN): what a byte budget divides by.
+OM_API int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params);
+
+// One layer's selection on given arrays, running the same native code as a stream's compaction (for tests
+// and research). The n rows are in sequence order; the last n_chunk are the chunk just evaluated.
+//   hidden:   [n][dim] redundancy vectors (needed by the OMNIMEM policies; else may be NULL)
+//   queries:  [n_chunk][n_head][head_dim] the chunk's queries after RoPE; keys: [n][n_head_kv][head_dim]
+//             after RoPE (needed by OMNIMEM with lambda > 0 and ATTENTION_TOPK; else may be NULL)
+//   modality: [n] om_modality values; history: [n - n_chunk] running importance of the memory rows, or NULL
+// Writes the kept rows' indices, ascending, to out_kept (capacity n) with their count, and each row's
+// importance after the running average to out_importance ([n], may be NULL; zeros when not computed).
+OM_API om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk,
+                                  const float * hidden, int32_t dim,
+                                  const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv,
+                                  int32_t head_dim, const int8_t * modality, const float * history,
+                                  int32_t budget_audio, int32_t budget_visual,
+                                  int32_t * out_kept, int32_t * out_n_kept, float * out_importance);
 
 //
 // Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)

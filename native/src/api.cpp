@@ -168,6 +168,11 @@ void om_stream_default_params(om_stream_params * p) {
     p->n_ctx   = 4096;
     p->n_batch = 512;
     p->kv_type = OM_KV_TYPE_F16;
+    p->memory = om_memory_params{};
+    p->memory.policy = OM_POLICY_FULL;
+    p->memory.lambda = 0.02f;
+    p->memory.n_sink = 4;
+    p->memory.redundancy = OM_REDUNDANCY_VALUE;
 }
 
 om_status om_stream_init(om_model * model, const om_stream_params * params, om_stream ** out_stream) {

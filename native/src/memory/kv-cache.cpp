@@ -2,25 +2,32 @@
 
 namespace om {
 
-kv_cache::kv_cache(const text_hparams & hp, int32_t capacity, ggml_type type, ggml_backend_buffer_type_t buft)
-    : capacity_(capacity), type_(type) {
-    ggml_init_params ip = {ggml_tensor_overhead() * size_t(2 * hp.n_layer + 1), nullptr, /*no_alloc=*/true};
+kv_cache::kv_cache(const text_hparams & hp, const std::vector<int32_t> & capacity, ggml_type type, bool hidden,
+                   ggml_backend_buffer_type_t buft)
+    : type_(type) {
+    ggml_init_params ip = {ggml_tensor_overhead() * size_t(3 * hp.n_layer + 1), nullptr, /*no_alloc=*/true};
     ctx_ = ggml_init(ip);
     for (int32_t il = 0; il < hp.n_layer; ++il) {
-        ggml_tensor * k = ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), capacity);
-        ggml_tensor * v = ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), capacity);
-        ggml_format_name(k, "cache_k_l%d", il);
-        ggml_format_name(v, "cache_v_l%d", il);
-        k_.push_back(k);
-        v_.push_back(v);
+        const int64_t rows = capacity[size_t(il)];
+        k_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), rows));
+        v_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd_kv(), rows));
+        ggml_format_name(k_.back(), "cache_k_l%d", il);
+        ggml_format_name(v_.back(), "cache_v_l%d", il);
+        if (hidden) {
+            hidden_.push_back(ggml_new_tensor_2d(ctx_, type, hp.n_embd, rows));
+            ggml_format_name(hidden_.back(), "cache_h_l%d", il);
+        }
     }
     rows_.resize(size_t(hp.n_layer));
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (buffer_ == nullptr) {
+        size_t total = 0;
+        for (int32_t il = 0; il < hp.n_layer; ++il) {
+            total += ggml_nbytes(k_[size_t(il)]) * (hidden ? 3 : 2);
+        }
         ggml_free(ctx_);
-        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate %.1f MiB of %s memory for a stream of %d rows per layer; "
-             "use a smaller n_ctx", double(2 * hp.n_layer) * double(ggml_row_size(type, hp.n_embd_kv())) *
-             capacity / (1 << 20), ggml_backend_buft_name(buft), capacity);
+        fail(OM_STATUS_BACKEND_ERROR, "cannot allocate %.1f MiB of %s memory for the stream; use a smaller n_ctx "
+             "or budget", double(total) / (1 << 20), ggml_backend_buft_name(buft));
     }
     // Rows beyond n_rows are never read (the attention views stop at n_rows), but zeroing keeps the
     // buffer free of NaN bit patterns that a future view mistake would otherwise turn into garbage.
@@ -34,9 +41,17 @@ kv_cache::~kv_cache() {
 
 size_t kv_cache::bytes() const { return ggml_backend_buffer_get_size(buffer_); }
 
+size_t kv_cache::row_bytes(int32_t il) const {
+    size_t b = k_[size_t(il)]->nb[1] + v_[size_t(il)]->nb[1];
+    if (!hidden_.empty()) {
+        b += hidden_[size_t(il)]->nb[1];
+    }
+    return b;
+}
+
 bool kv_cache::has_room(int32_t n) const {
-    for (const auto & r : rows_) {
-        if (int64_t(r.size()) + n > capacity_) {
+    for (int32_t il = 0; il < n_layer(); ++il) {
+        if (int64_t(n_rows(il)) + n > capacity(il)) {
             return false;
         }
     }
@@ -55,6 +70,42 @@ void kv_cache::drop_from(int32_t n_tokens) {
             r.pop_back();
         }
     }
+}
+
+kv_cache::gather_inputs kv_cache::build_gather(ggml_context * ctx, ggml_cgraph * gf,
+                                               const std::vector<std::vector<int32_t>> & kept_by_layer) const {
+    gather_inputs in;
+    for (int32_t il = 0; il < n_layer(); ++il) {
+        const std::vector<int32_t> & kept = kept_by_layer[size_t(il)];
+        if (kept.empty() || int32_t(kept.size()) == n_rows(il)) {
+            continue;   // nothing dropped, or nothing left to move
+        }
+        in.layers.push_back(il);
+        ggml_tensor * idx = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(kept.size()));
+        ggml_set_input(idx);
+        in.kept.push_back(idx);
+        for (ggml_tensor * store : {k(il), v(il), hidden(il)}) {
+            if (store == nullptr) {
+                continue;
+            }
+            // get_rows reads into a fresh tensor before the copy writes the store's front: no overlap hazard
+            ggml_tensor * live = ggml_view_2d(ctx, store, store->ne[0], n_rows(il), store->nb[1], 0);
+            ggml_tensor * picked = ggml_get_rows(ctx, live, idx);
+            ggml_tensor * front = ggml_view_2d(ctx, store, store->ne[0], int64_t(kept.size()), store->nb[1], 0);
+            ggml_build_forward_expand(gf, ggml_cpy(ctx, picked, front));
+        }
+    }
+    return in;
+}
+
+void kv_cache::keep_rows(int32_t il, const std::vector<int32_t> & kept) {
+    std::vector<row_meta> & rows = rows_[size_t(il)];
+    std::vector<row_meta> survivors;
+    survivors.reserve(kept.size());
+    for (int32_t j : kept) {
+        survivors.push_back(rows[size_t(j)]);
+    }
+    rows = std::move(survivors);
 }
 
 } // namespace om

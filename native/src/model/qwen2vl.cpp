@@ -1,5 +1,6 @@
 #include "model/qwen2vl.h"
 
+#include "memory/scoring.h"
 #include "model/graph-ops.h"
 
 #include <cmath>
@@ -34,7 +35,8 @@ static ggml_tensor * attention(ggml_context * ctx, const kv_cache & kv, int32_t 
 }
 
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
-                                  const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash) {
+                                  const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash,
+                                  const std::vector<bool> & score_layers) {
     const text_hparams & hp = model.hparams;
     decoder_graph g;
     g.n_tokens = n_tokens;
@@ -52,6 +54,7 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
     g.positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(n_tokens) * 4);
     ggml_set_input(g.positions);
 
+    g.received.assign(size_t(hp.n_layer), nullptr);
     std::vector<size_t> slot_of_layer(size_t(hp.n_layer));
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const int32_t n_past = kv.n_rows(il);
@@ -94,8 +97,18 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
         ggml_build_forward_expand(gf, ggml_set_rows(ctx, kv.k(il), ggml_reshape_2d(ctx, k, hp.n_embd_kv(), n_tokens),
                                                     sl.write_idx));
         ggml_build_forward_expand(gf, ggml_set_rows(ctx, kv.v(il), v, sl.write_idx));
+        if (kv.hidden(il) != nullptr) {
+            ggml_build_forward_expand(gf, ggml_set_rows(ctx, kv.hidden(il), x, sl.write_idx));
+        }
+        const int32_t n_kv = sl.n_past + n_tokens;
+        if (!score_layers.empty() && score_layers[size_t(il)]) {
+            ggml_tensor * keys = ggml_view_2d(ctx, kv.k(il), hp.n_embd_kv(), n_kv, kv.k(il)->nb[1], 0);
+            g.received[size_t(il)] = attention_received(ctx, q, keys, sl.mask, hp.n_head_kv);
+            ggml_set_output(g.received[size_t(il)]);
+            ggml_build_forward_expand(gf, g.received[size_t(il)]);
+        }
 
-        ggml_tensor * a = attention(ctx, kv, il, hp, q, sl.mask, sl.n_past + n_tokens, /*flash=*/flash);
+        ggml_tensor * a = attention(ctx, kv, il, hp, q, sl.mask, n_kv, /*flash=*/flash);
         a = ggml_mul_mat(ctx, L.wo, a);
         if (il == hp.n_layer - 1) {
             // only the last token's logits are needed: skip the rest of the batch from here on

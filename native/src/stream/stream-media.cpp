@@ -39,19 +39,14 @@ void add_grid_positions(std::vector<int32_t> & pos, int32_t t, int32_t s, int32_
 
 void om_stream::atomically(const std::function<void()> & change) {
     const int32_t n_tokens_before = n_tokens, next_pos_before = next_pos;
-    const size_t n_boundaries = boundaries.size();
     std::unique_ptr<om::media_block> block_before = block ? std::make_unique<om::media_block>(*block) : nullptr;
     const int32_t block_opened_before = block_opened_at;
     try {
         change();
     } catch (...) {
-        kv->drop_from(n_tokens_before);
-        n_tokens = n_tokens_before;
-        next_pos = next_pos_before;
-        boundaries.resize(n_boundaries);
+        restore(n_tokens_before, next_pos_before);
         block = std::move(block_before);
         block_opened_at = block_opened_before;
-        logits.clear();
         throw;
     }
 }
@@ -60,11 +55,12 @@ void om_stream::feed_special(std::initializer_list<int32_t> tokens, int32_t pos)
     const std::vector<int32_t> ids(tokens);
     const std::vector<int32_t> positions(ids.size() * 3, pos);
     const std::vector<om::modality> text(ids.size(), om::modality::text);
-    feed({ids.data(), nullptr, positions.data(), text.data(), int32_t(ids.size())});
+    feed({ids.data(), nullptr, positions.data(), text.data(), int32_t(ids.size())}, false);
 }
 
 void om_stream::feed_media(const uint8_t * frames, int32_t n_frames, int32_t height, int32_t width, float fps,
                            const float * pcm, int64_t n_samples) {
+    ingest_timer timer(*this);
     const bool video = frames != nullptr && n_frames > 0, audio = pcm != nullptr && n_samples > 0;
     if (!video && !audio) {
         fail(OM_STATUS_INVALID_ARGUMENT, "feed_media needs video frames, audio samples, or both");
@@ -182,7 +178,7 @@ void om_stream::eval_chunk(bool final) {
     }
     b.chunks_done += 1;
     if (!mods.empty()) {
-        feed({nullptr, embd.data(), pos.data(), mods.data(), int32_t(mods.size())});
+        feed({nullptr, embd.data(), pos.data(), mods.data(), int32_t(mods.size())}, !final);
     }
 }
 
@@ -190,6 +186,7 @@ void om_stream::close_media() {
     if (!block) {
         return;
     }
+    ingest_timer timer(*this);
     // kept so that a rollback to this point (the end of an ask) reopens the block as it was
     auto saved = std::make_unique<om::media_block>(*block);
     const int32_t saved_at = n_tokens, opened_at = block_opened_at;
@@ -218,6 +215,7 @@ void om_stream::close_media() {
 }
 
 void om_stream::feed_image(const uint8_t * rgb, int32_t height, int32_t width) {
+    ingest_timer timer(*this);
     if (rgb == nullptr || height <= 0 || width <= 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "feed_image needs an RGB image of positive size");
     }
@@ -243,7 +241,7 @@ void om_stream::feed_image(const uint8_t * rgb, int32_t height, int32_t width) {
         std::vector<int32_t> pos;
         add_grid_positions(pos, s, s, grid.h, grid.w);
         const std::vector<om::modality> visual(size_t(n_tok), om::modality::visual);
-        feed({nullptr, embd.data(), pos.data(), visual.data(), n_tok});
+        feed({nullptr, embd.data(), pos.data(), visual.data(), n_tok}, true);
         feed_special({special(model, t.vision_eos, "<|vision_eos|>")}, next_pos);
     });
 }

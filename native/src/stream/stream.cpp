@@ -23,8 +23,7 @@ om_stream::om_stream(om_model & model_, const om_stream_params & params_) : mode
         if (model.device != model.cpu_device) {
             backends.push_back(init_backend(model, model.cpu_device));
         }
-        const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
-        kv = std::make_unique<kv_cache>(hp, params.n_ctx, type, ggml_backend_dev_buffer_type(model.device));
+        memory = std::make_unique<cache_manager>(hp, params, ggml_backend_dev_buffer_type(model.device));
 
         const om::projector * proj = model.projector.get();
         const int32_t audio_layers = proj != nullptr && proj->audio != nullptr ? proj->audio->n_layer : 0;
@@ -48,7 +47,7 @@ om_stream::~om_stream() {
     if (sched != nullptr) {
         ggml_backend_sched_free(sched);
     }
-    kv.reset();
+    memory.reset();
     for (ggml_backend_t b : backends) {
         ggml_backend_free(b);
     }
@@ -79,22 +78,48 @@ void om_stream::compute(Build && build, Read && read) {
     read();
 }
 
-void om_stream::eval_batch(const batch & b) {
-    using namespace om;
-    if (!kv->has_room(b.n)) {
-        fail(OM_STATUS_CONTEXT_FULL, "the stream memory is full (%d rows per layer); create the stream with a larger "
-             "n_ctx, or roll back what is no longer needed", kv->capacity());
+om::graph_runner om_stream::runner() {
+    return [this](const om::graph_builder & build, const std::function<void()> & read) { compute(build, read); };
+}
+
+void om_stream::compact_memory() {
+    if (memory->compact(runner())) {
+        // rows of earlier tokens are gone: the points before this one can no longer be returned to
+        compacted_at = n_tokens;
+        forget_boundaries([this](int32_t at) { return at < compacted_at; });
     }
-    const bool flash = kv->type() == GGML_TYPE_F16;
+}
+
+void om_stream::eval_batch(const batch & b, const std::vector<bool> & score_layers) {
+    using namespace om;
+    const kv_cache & kv = memory->kv();
+    if (!kv.has_room(b.n) && memory->bounded()) {
+        compact_memory();   // mid-chunk: make room under the budget with what has been measured so far
+    }
+    if (!kv.has_room(b.n)) {
+        fail(OM_STATUS_CONTEXT_FULL, "the stream memory is full (%d rows in layer 0); %s", kv.capacity(0),
+             memory->bounded() ? "text is not compacted: set a text cap, a larger n_extra, or roll back questions"
+                               : "create the stream with a larger n_ctx, a budget, or roll back what is no longer "
+                                 "needed");
+    }
+    const bool flash = kv.type() == GGML_TYPE_F16;
     decoder_graph g;
     compute(
         [&](ggml_context * ctx, ggml_cgraph * gf) {
-            g = build_qwen2vl_graph(ctx, gf, model, *kv, b.n, b.embeddings != nullptr, flash);
+            g = build_qwen2vl_graph(ctx, gf, model, kv, b.n, b.embeddings != nullptr, flash, score_layers);
             return [&] { set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions); };
         },
         [&] {
             logits.resize(size_t(model.hparams.n_vocab));
             ggml_backend_tensor_get(g.logits, logits.data(), 0, sizeof(float) * logits.size());
+            std::vector<float> received;
+            for (int32_t il = 0; il < int32_t(g.received.size()); ++il) {
+                if (ggml_tensor * t = g.received[size_t(il)]) {
+                    received.resize(size_t(ggml_nelements(t)));
+                    ggml_backend_tensor_get(t, received.data(), 0, ggml_nbytes(t));
+                    memory->add_received(il, received.data(), int32_t(received.size()));
+                }
+            }
         });
 
     std::vector<row_meta> added(static_cast<size_t>(b.n));
@@ -103,12 +128,19 @@ void om_stream::eval_batch(const batch & b) {
         added[size_t(i)] = {n_tokens + i, {p[0], p[1], p[2]}, b.modality[i]};
         next_pos = std::max(next_pos, 1 + std::max({p[0], p[1], p[2]}));
     }
-    kv->commit(added);
+    memory->commit(added);
     n_tokens += b.n;
 }
 
-void om_stream::feed(const batch & all) {
+void om_stream::feed(const batch & all, bool compact) {
     const int32_t n_tokens_before = n_tokens, next_pos_before = next_pos;
+    int64_t n_audio = 0, n_visual = 0;
+    for (int32_t i = 0; i < all.n; ++i) {
+        n_audio += all.modality[i] == om::modality::audio;
+        n_visual += all.modality[i] == om::modality::visual;
+    }
+    compact = compact && n_audio + n_visual > 0 && memory->bounded();
+    const std::vector<bool> score_layers = compact ? memory->layers_to_score(n_audio, n_visual) : std::vector<bool>{};
     try {
         for (int32_t start = 0; start < all.n; start += params.n_batch) {
             batch b = all;
@@ -118,20 +150,36 @@ void om_stream::feed(const batch & all) {
                                                      : nullptr;
             b.positions = all.positions + size_t(start) * 3;
             b.modality = all.modality + start;
-            eval_batch(b);
+            eval_batch(b, score_layers);
+        }
+        boundaries.emplace_back(n_tokens, next_pos);
+        if (compact) {
+            compact_memory();
         }
     } catch (...) {
-        kv->drop_from(n_tokens_before);
-        n_tokens = n_tokens_before;
-        next_pos = next_pos_before;
-        logits.clear();
+        restore(n_tokens_before, next_pos_before);
         throw;
     }
-    boundaries.emplace_back(n_tokens, next_pos);
+}
+
+void om_stream::forget_boundaries(const std::function<bool(int32_t)> & gone) {
+    boundaries.erase(std::remove_if(boundaries.begin(), boundaries.end(),
+                                    [&](const std::pair<int32_t, int32_t> & b) { return gone(b.first); }),
+                     boundaries.end());
+}
+
+void om_stream::restore(int32_t n_tokens_before, int32_t next_pos_before) {
+    memory->drop_from(n_tokens_before);
+    forget_boundaries([&](int32_t at) { return at > n_tokens_before; });
+    compacted_at = std::min(compacted_at, n_tokens_before);   // rows a compaction evicted stay evicted
+    n_tokens = n_tokens_before;
+    next_pos = next_pos_before;
+    logits.clear();
 }
 
 void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
     using namespace om;
+    ingest_timer timer(*this);
     if (n <= 0 || tokens == nullptr) {
         fail(OM_STATUS_INVALID_ARGUMENT, "feed_tokens needs at least one token");
     }
@@ -147,12 +195,13 @@ void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
         std::fill_n(positions.begin() + i * 3, 3, next_pos + i);  // text: the same position on every axis
     }
     const std::vector<modality> text(size_t(n), modality::text);
-    feed({tokens, nullptr, positions.data(), text.data(), n});
+    feed({tokens, nullptr, positions.data(), text.data(), n}, false);
 }
 
 void om_stream::feed_embeddings(const float * embeddings, const int32_t * positions, const om::modality * mods,
                                 int32_t n) {
     using namespace om;
+    ingest_timer timer(*this);
     if (n <= 0 || embeddings == nullptr || positions == nullptr) {
         fail(OM_STATUS_INVALID_ARGUMENT, "feed_embeddings needs at least one embedding and its positions");
     }
@@ -162,7 +211,7 @@ void om_stream::feed_embeddings(const float * embeddings, const int32_t * positi
         }
     }
     const std::vector<modality> text(size_t(n), modality::text);
-    feed({nullptr, embeddings, positions, mods != nullptr ? mods : text.data(), n});
+    feed({nullptr, embeddings, positions, mods != nullptr ? mods : text.data(), n}, true);
 }
 
 int32_t om_stream::count_audio_tokens(int32_t n_mel, int32_t n_frames) const {
@@ -259,6 +308,11 @@ void om_stream::rollback(int32_t n) {
     if (pos < 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is not the end of an earlier feed", n);
     }
+    if (n > 0 && n < compacted_at) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: the memory was compacted at %d, which "
+             "fixed everything before it; roll back to %d or later, or to 0 to start over", n, compacted_at,
+             compacted_at);
+    }
     if (block && n > block_opened_at) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is inside the open audio-visual block "
              "(opened at %d); roll back before it, or close it first", n, block_opened_at);
@@ -270,11 +324,43 @@ void om_stream::rollback(int32_t n) {
     } else if (n < reopen_at) {
         reopen_block.reset();
     }
-    kv->drop_from(n);
-    boundaries.erase(std::remove_if(boundaries.begin(), boundaries.end(),
-                                    [n](const std::pair<int32_t, int32_t> & b) { return b.first > n; }),
-                     boundaries.end());
+    memory->drop_from(n);
+    if (n < compacted_at) {
+        compacted_at = 0;
+    }
+    forget_boundaries([n](int32_t at) { return at > n; });
     n_tokens = n;
     next_pos = pos;
     logits.clear();
+}
+
+void om_stream::get_stats(om_stream_stats & out) const {
+    const om::kv_cache & kv = memory->kv();
+    out = om_stream_stats{};
+    out.n_layer = kv.n_layer();
+    out.n_tokens = n_tokens;
+    out.kv_bytes_allocated = int64_t(kv.bytes());
+    for (int32_t il = 0; il < kv.n_layer(); ++il) {
+        out.kv_bytes += int64_t(kv.n_rows(il)) * int64_t(kv.row_bytes(il));
+    }
+    out.n_compactions = memory->compactions();
+    out.t_ingest_s = t_ingest;
+    out.t_score_s = memory->score_seconds();
+    out.t_compact_s = memory->compact_seconds();
+}
+
+void om_stream::get_layer_stats(int32_t il, om_layer_stats & out) const {
+    const om::kv_cache & kv = memory->kv();
+    if (il < 0 || il >= kv.n_layer()) {
+        om::fail(OM_STATUS_INVALID_ARGUMENT, "layer %d is outside [0, %d)", il, kv.n_layer());
+    }
+    out = om_layer_stats{};
+    for (const om::row_meta & r : kv.rows(il)) {
+        out.rows[int(r.mod)] += 1;
+    }
+    out.budget[0] = memory->budget_audio(il);
+    out.budget[1] = memory->budget_visual(il);
+    out.capacity = kv.capacity(il);
+    out.kv_bytes = int64_t(kv.n_rows(il)) * int64_t(kv.row_bytes(il));
+    out.n_compactions = memory->compactions(il);
 }

@@ -1,11 +1,12 @@
-// om_stream: one session over a model — its memory (kv_cache), the positions it hands out, the ggml
-// scheduler that evaluates batches, and the last token's logits.
+// om_stream: one session over a model — its memory (the cache manager), the positions it hands out, the
+// ggml scheduler that evaluates batches, and the last token's logits.
 #pragma once
 
-#include "memory/kv-cache.h"
+#include "memory/cache-manager.h"
 #include "model/model.h"
 #include "stream/media-block.h"
 
+#include <chrono>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -41,9 +42,12 @@ struct om_stream {
     // [n_tokens][n_embd] to out in raster order (t, h / merge, w / merge).
     void encode_image(const float * patches, const int32_t grid_thw[3], float * out);
 
+    void get_stats(om_stream_stats & out) const;
+    void get_layer_stats(int32_t il, om_layer_stats & out) const;
+
     om_model & model;
     om_stream_params params;
-    std::unique_ptr<om::kv_cache> kv;
+    std::unique_ptr<om::cache_manager> memory;
     std::vector<float> logits;           // of the last evaluated token; empty when unavailable
     int32_t n_tokens = 0;                // tokens fed
     int32_t next_pos = 0;                // 1 + the largest position on any axis so far (TMRoPE's rule)
@@ -57,8 +61,16 @@ private:
         const om::modality * modality;
         int32_t              n;
     };
-    void feed(const batch & all);           // splits into n_batch pieces; all or nothing
-    void eval_batch(const batch & b);
+    // Splits into n_batch pieces; all or nothing. compact: the feed is a chunk of media after which the
+    // cache manager compacts (the flush of a closing block is not, so that a question asked at that point
+    // and rolled back leaves the memory as it was).
+    void feed(const batch & all, bool compact);
+    void eval_batch(const batch & b, const std::vector<bool> & score_layers);
+    void compact_memory();                  // runs the cache manager's compaction; fixes the past
+    // Returns to n_tokens_before / next_pos_before after a failed change (rows past it dropped).
+    void restore(int32_t n_tokens_before, int32_t next_pos_before);
+    void forget_boundaries(const std::function<bool(int32_t)> & gone);
+    om::graph_runner runner();
 
     // Builds a graph in the stream's graph memory and runs it: build(ctx, gf) adds the nodes and returns
     // what uploads the inputs once the scheduler allocated them; read() then copies the outputs out.
@@ -84,4 +96,25 @@ private:
     size_t graph_size = 0;
     // (n_tokens, next_pos) at the end of every feed: the points a rollback may return to
     std::vector<std::pair<int32_t, int32_t>> boundaries;
+    int32_t compacted_at = 0;               // n_tokens at the last compaction: no rollback before it
+
+    // Time spent ingesting: public feeding calls nest (text closes a block), only the outermost counts.
+    double t_ingest = 0.0;
+    int ingest_depth = 0;
+    friend struct ingest_timer;
+};
+
+// Adds the time until it goes out of scope to the stream's ingest time (outermost feeding call only).
+struct ingest_timer {
+    explicit ingest_timer(om_stream & s) : stream(s), start(std::chrono::steady_clock::now()) { ++s.ingest_depth; }
+    ~ingest_timer() {
+        if (--stream.ingest_depth == 0) {
+            stream.t_ingest += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        }
+    }
+    ingest_timer(const ingest_timer &) = delete;
+    ingest_timer & operator=(const ingest_timer &) = delete;
+
+    om_stream & stream;
+    std::chrono::steady_clock::time_point start;
 };

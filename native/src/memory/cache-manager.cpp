@@ -1,0 +1,259 @@
+#include "memory/cache-manager.h"
+
+#include "common.h"
+#include "memory/policy.h"
+#include "memory/scoring.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+namespace om {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+} // namespace
+
+cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & params,
+                             ggml_backend_buffer_type_t buft)
+    : params_(params.memory), layers_(size_t(hp.n_layer)), rng_(params.memory.seed) {
+    check_memory_params(params_);
+    std::vector<int32_t> capacity(size_t(hp.n_layer), params.n_ctx);
+    if (params_.policy != OM_POLICY_FULL) {
+        if (params_.budget == nullptr) {
+            fail(OM_STATUS_INVALID_ARGUMENT, "the memory policy %d needs a budget (audio and visual rows per layer)",
+                 int(params_.policy));
+        }
+        const int32_t extra = params_.n_extra > 0 ? params_.n_extra : params.n_batch + 1024;
+        budget_.assign(params_.budget, params_.budget + size_t(hp.n_layer) * 2);
+        for (int32_t il = 0; il < hp.n_layer; ++il) {
+            const int32_t a = budget_[size_t(il) * 2], v = budget_[size_t(il) * 2 + 1];
+            if (a < 0 || v < 0 || int64_t(a) + v + extra > INT32_MAX) {
+                fail(OM_STATUS_INVALID_ARGUMENT, "the budget of layer %d (audio %d, visual %d) is out of range", il, a, v);
+            }
+            capacity[size_t(il)] = a + v + extra;
+        }
+    }
+    params_.budget = nullptr;   // the caller's array need not outlive init
+    const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+    const bool hidden = policy_needs_redundancy(params_) && params_.redundancy == OM_REDUNDANCY_HIDDEN;
+    kv_ = std::make_unique<kv_cache>(hp, capacity, type, hidden, buft);
+    received_.resize(size_t(hp.n_layer));
+}
+
+void cache_manager::commit(const std::vector<row_meta> & added) {
+    kv_->commit(added);
+    for (const row_meta & r : added) {
+        if (r.mod != modality::text && first_media_seq_ < 0) {
+            first_media_seq_ = r.seq;
+        }
+    }
+}
+
+void cache_manager::drop_from(int32_t n_tokens) {
+    kv_->drop_from(n_tokens);
+    if (first_media_seq_ >= n_tokens) {
+        first_media_seq_ = -1;
+    }
+    for (auto & r : received_) {
+        r.clear();
+    }
+}
+
+std::vector<bool> cache_manager::layers_to_score(int64_t n_audio, int64_t n_visual) const {
+    std::vector<bool> layers;
+    if (!bounded() || !policy_needs_importance(params_) || n_audio + n_visual == 0) {
+        return layers;
+    }
+    layers.assign(size_t(kv_->n_layer()), false);
+    for (int32_t il = 0; il < kv_->n_layer(); ++il) {
+        int64_t a = n_audio, v = n_visual;
+        for (const row_meta & r : kv_->rows(il)) {
+            a += r.mod == modality::audio;
+            v += r.mod == modality::visual;
+        }
+        layers[size_t(il)] = over_budget(params_, a, v, budget_audio(il), budget_visual(il));
+    }
+    return layers;
+}
+
+void cache_manager::add_received(int32_t il, const float * received, int32_t n) {
+    std::vector<float> & acc = received_[size_t(il)];
+    if (int32_t(acc.size()) < n) {
+        acc.resize(size_t(n), 0.0f);
+    }
+    for (int32_t j = 0; j < n; ++j) {
+        acc[size_t(j)] += received[j];
+    }
+}
+
+std::vector<std::vector<float>> cache_manager::adjacent_cosines(const graph_runner & run,
+                                                                 const std::vector<bool> & layers) {
+    std::vector<std::vector<float>> cosines(layers.size());
+    std::vector<ggml_tensor *> out(layers.size(), nullptr);
+    run(
+        [&](ggml_context * ctx, ggml_cgraph * gf) {
+            for (int32_t il = 0; il < kv_->n_layer(); ++il) {
+                const int32_t n = kv_->n_rows(il);
+                if (!layers[size_t(il)] || n < 2) {
+                    continue;
+                }
+                ggml_tensor * store = kv_->hidden(il) != nullptr ? kv_->hidden(il) : kv_->v(il);
+                ggml_tensor * live = ggml_view_2d(ctx, store, store->ne[0], n, store->nb[1], 0);
+                out[size_t(il)] = om::adjacent_cosines(ctx, live);
+                ggml_set_output(out[size_t(il)]);
+                ggml_build_forward_expand(gf, out[size_t(il)]);
+            }
+            return [] {};
+        },
+        [&] {
+            for (size_t il = 0; il < out.size(); ++il) {
+                if (out[il] != nullptr) {
+                    cosines[il].resize(size_t(ggml_nelements(out[il])));
+                    ggml_backend_tensor_get(out[il], cosines[il].data(), 0, ggml_nbytes(out[il]));
+                }
+            }
+        });
+    return cosines;
+}
+
+std::vector<int32_t> cache_manager::select_layer(int32_t il, const std::vector<float> & cosines) {
+    std::vector<row_meta> & rows = kv_->rows(il);
+    const int32_t n = int32_t(rows.size());
+    std::vector<float> received = std::move(received_[size_t(il)]);
+    received_[size_t(il)].clear();
+    if (!received.empty()) {
+        received.resize(size_t(n), 0.0f);
+        for (int32_t j = 0; j < n; ++j) {   // the running average across chunks (method §3.1)
+            row_meta & r = rows[size_t(j)];
+            r.importance = r.scored ? 0.5f * (r.importance + received[size_t(j)]) : received[size_t(j)];
+            r.scored = true;
+        }
+    }
+    std::vector<modality> mods(static_cast<size_t>(n));
+    std::vector<float> importance(static_cast<size_t>(n));
+    for (int32_t j = 0; j < n; ++j) {
+        mods[size_t(j)] = rows[size_t(j)].mod;
+        importance[size_t(j)] = rows[size_t(j)].importance;
+    }
+    std::vector<float> no_neighbours;
+    selection_input in;
+    in.mod = mods.data();
+    in.n = n;
+    in.importance = importance.data();
+    in.adjacent_cos = cosines.empty() ? nullptr : cosines.data();
+    if (in.adjacent_cos == nullptr && policy_needs_redundancy(params_)) {
+        no_neighbours.assign(size_t(std::max(n - 1, 0)), 1.0f);   // fewer than two rows: nothing to compare
+        in.adjacent_cos = no_neighbours.data();
+    }
+    in.budget_audio = budget_audio(il);
+    in.budget_visual = budget_visual(il);
+    std::vector<int32_t> kept = select_rows(params_, in, rng_);
+    apply_text_cap(il, kept);
+    return kept;
+}
+
+void cache_manager::apply_text_cap(int32_t il, std::vector<int32_t> & kept) const {
+    if (params_.text_cap <= 0 || first_media_seq_ < 0) {
+        return;
+    }
+    const std::vector<row_meta> & rows = kv_->rows(il);
+    int64_t capped = 0;
+    for (int32_t j : kept) {
+        capped += rows[size_t(j)].mod == modality::text && rows[size_t(j)].seq > first_media_seq_;
+    }
+    int64_t excess = capped - params_.text_cap;
+    if (excess <= 0) {
+        return;
+    }
+    // kept is ascending, so the first capped text rows met are the oldest
+    std::vector<int32_t> out;
+    out.reserve(kept.size());
+    for (int32_t j : kept) {
+        const row_meta & r = rows[size_t(j)];
+        if (excess > 0 && r.mod == modality::text && r.seq > first_media_seq_) {
+            --excess;
+            continue;
+        }
+        out.push_back(j);
+    }
+    kept = std::move(out);
+}
+
+bool cache_manager::compact(const graph_runner & run) {
+    if (!bounded()) {
+        return false;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const int32_t n_layer = kv_->n_layer();
+    std::vector<bool> over(size_t(n_layer), false);
+    for (int32_t il = 0; il < n_layer; ++il) {
+        int64_t a = 0, v = 0, text = 0;
+        for (const row_meta & r : kv_->rows(il)) {
+            a += r.mod == modality::audio;
+            v += r.mod == modality::visual;
+            text += r.mod == modality::text && first_media_seq_ >= 0 && r.seq > first_media_seq_;
+        }
+        over[size_t(il)] = over_budget(params_, a, v, budget_audio(il), budget_visual(il)) ||
+                           (params_.text_cap > 0 && text > params_.text_cap);
+    }
+    std::vector<std::vector<float>> cosines;
+    if (policy_needs_redundancy(params_) && std::find(over.begin(), over.end(), true) != over.end()) {
+        cosines = adjacent_cosines(run, over);
+    } else {
+        cosines.resize(size_t(n_layer));
+    }
+    std::vector<std::vector<int32_t>> kept(static_cast<size_t>(n_layer));
+    bool any = false;
+    for (int32_t il = 0; il < n_layer; ++il) {
+        if (over[size_t(il)]) {
+            kept[size_t(il)] = select_layer(il, cosines[size_t(il)]);
+        } else {
+            kept[size_t(il)].resize(size_t(kv_->n_rows(il)));
+            std::iota(kept[size_t(il)].begin(), kept[size_t(il)].end(), 0);
+        }
+        any = any || int32_t(kept[size_t(il)].size()) < kv_->n_rows(il);
+        received_[size_t(il)].clear();
+    }
+    t_score_ += seconds_since(t0);
+    if (!any) {
+        return false;
+    }
+
+    const auto t1 = std::chrono::steady_clock::now();
+    std::vector<int32_t> changed;
+    bool moves = false;   // layers emptied entirely need no gather
+    for (int32_t il = 0; il < n_layer; ++il) {
+        if (int32_t(kept[size_t(il)].size()) < kv_->n_rows(il)) {
+            changed.push_back(il);
+            moves = moves || !kept[size_t(il)].empty();
+        }
+    }
+    if (moves) {
+        kv_cache::gather_inputs in;
+        run(
+            [&](ggml_context * ctx, ggml_cgraph * gf) {
+                in = kv_->build_gather(ctx, gf, kept);
+                return [&] {
+                    for (size_t i = 0; i < in.layers.size(); ++i) {
+                        const std::vector<int32_t> & idx = kept[size_t(in.layers[i])];
+                        ggml_backend_tensor_set(in.kept[i], idx.data(), 0, sizeof(int32_t) * idx.size());
+                    }
+                };
+            },
+            [] {});
+    }
+    for (int32_t il : changed) {
+        kv_->keep_rows(il, kept[size_t(il)]);
+        layers_[size_t(il)].compactions += 1;
+    }
+    compactions_ += 1;
+    t_compact_ += seconds_since(t1);
+    return true;
+}
+
+} // namespace om

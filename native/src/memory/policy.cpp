@@ -1,0 +1,128 @@
+#include "memory/policy.h"
+
+#include "common.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace om {
+
+bool policy_needs_importance(const om_memory_params & p) {
+    return p.policy == OM_POLICY_ATTENTION_TOPK ||
+           ((p.policy == OM_POLICY_OMNIMEM || p.policy == OM_POLICY_OMNIMEM_NOSPLIT) && p.lambda != 0.0f);
+}
+
+bool policy_needs_redundancy(const om_memory_params & p) {
+    return p.policy == OM_POLICY_OMNIMEM || p.policy == OM_POLICY_OMNIMEM_NOSPLIT;
+}
+
+bool over_budget(const om_memory_params & p, int64_t n_audio, int64_t n_visual, int32_t budget_audio,
+                 int32_t budget_visual) {
+    if (p.policy == OM_POLICY_FULL) {
+        return false;
+    }
+    if (p.policy == OM_POLICY_OMNIMEM) {
+        return n_audio > budget_audio || n_visual > budget_visual;
+    }
+    return n_audio + n_visual > int64_t(budget_audio) + budget_visual;
+}
+
+void check_memory_params(const om_memory_params & p) {
+    if (p.policy < OM_POLICY_FULL || p.policy > OM_POLICY_RANDOM) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "unknown memory policy %d", int(p.policy));
+    }
+    if (p.redundancy != OM_REDUNDANCY_VALUE && p.redundancy != OM_REDUNDANCY_HIDDEN) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "unknown redundancy mode %d", int(p.redundancy));
+    }
+    if (!(p.lambda >= 0.0f) || !std::isfinite(p.lambda)) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "lambda must be a finite number >= 0, got %g", double(p.lambda));
+    }
+    if (p.n_sink < 0 || p.n_extra < 0 || p.text_cap < 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "n_sink, n_extra and text_cap must not be negative (got %d, %d, %d)",
+             p.n_sink, p.n_extra, p.text_cap);
+    }
+}
+
+std::vector<float> perturbation_scores(const selection_input & in, float lambda) {
+    std::vector<float> score(size_t(in.n));
+    for (int32_t j = 0; j < in.n; ++j) {
+        const double before = j > 0 ? in.adjacent_cos[j - 1] : 1.0;
+        const double after = j + 1 < in.n ? in.adjacent_cos[j] : 1.0;
+        const double spread = std::sqrt(std::max(0.0, 1.0 - (before + after) / 2.0));
+        const double attended = lambda == 0.0f ? 1.0 : std::pow(double(in.importance[j]), double(lambda));
+        score[size_t(j)] = float(spread * attended);
+    }
+    return score;
+}
+
+namespace {
+
+// The k candidates with the highest score (ties: the earlier row).
+void keep_top(std::vector<int32_t> candidates, const std::vector<float> & score, int64_t k,
+              std::vector<int32_t> & kept) {
+    if (int64_t(candidates.size()) > k) {
+        std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(), [&](int32_t a, int32_t b) {
+            return score[size_t(a)] > score[size_t(b)] || (score[size_t(a)] == score[size_t(b)] && a < b);
+        });
+        candidates.resize(size_t(k));
+    }
+    kept.insert(kept.end(), candidates.begin(), candidates.end());
+}
+
+} // namespace
+
+std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in, std::mt19937_64 & rng) {
+    std::vector<int32_t> kept, audio, visual, media;
+    for (int32_t j = 0; j < in.n; ++j) {
+        switch (in.mod[j]) {
+            case modality::text:   kept.push_back(j); break;
+            case modality::audio:  audio.push_back(j); media.push_back(j); break;
+            case modality::visual: visual.push_back(j); media.push_back(j); break;
+        }
+    }
+    const int64_t k = std::min<int64_t>(int64_t(in.budget_audio) + in.budget_visual, int64_t(media.size()));
+    switch (p.policy) {
+        case OM_POLICY_FULL:
+            kept.insert(kept.end(), media.begin(), media.end());
+            break;
+        case OM_POLICY_OMNIMEM: {
+            const std::vector<float> score = perturbation_scores(in, p.lambda);
+            keep_top(audio, score, in.budget_audio, kept);
+            keep_top(visual, score, in.budget_visual, kept);
+            break;
+        }
+        case OM_POLICY_OMNIMEM_NOSPLIT:
+            keep_top(media, perturbation_scores(in, p.lambda), k, kept);
+            break;
+        case OM_POLICY_ATTENTION_TOPK:
+            keep_top(media, std::vector<float>(in.importance, in.importance + in.n), k, kept);
+            break;
+        case OM_POLICY_SINK_WINDOW: {
+            const int64_t sink = std::min<int64_t>(p.n_sink, k);
+            kept.insert(kept.end(), media.begin(), media.begin() + sink);
+            kept.insert(kept.end(), media.end() - (k - sink), media.end());
+            break;
+        }
+        case OM_POLICY_UNIFORM: {
+            const int64_t m = int64_t(media.size());
+            for (int64_t i = 0; i < k; ++i) {
+                kept.push_back(media[size_t((2 * i + 1) * m / (2 * k))]);  // the middle of each of k equal spans
+            }
+            break;
+        }
+        case OM_POLICY_RANDOM:
+            // a partial Fisher-Yates shuffle: the first k are a uniform sample without replacement
+            for (int64_t i = 0; i < k; ++i) {
+                std::uniform_int_distribution<int64_t> pick(i, int64_t(media.size()) - 1);
+                std::swap(media[size_t(i)], media[size_t(pick(rng))]);
+            }
+            kept.insert(kept.end(), media.begin(), media.begin() + k);
+            break;
+    }
+    std::sort(kept.begin(), kept.end());
+    return kept;
+}
+
+} // namespace om

@@ -1,0 +1,44 @@
+// The compaction policies: which rows of one layer survive, given the scores the cache manager measured.
+//
+// Every policy keeps all text rows (the text cap is applied by the cache manager, separately) and sees the
+// same budget. OMNIMEM keeps the top budget_audio audio rows and the top budget_visual visual rows by the
+// perturbation-aware score p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda, where s_j sums the cosines of row j
+// with its sequence neighbours (a missing neighbour counts as 1) and a_j is the attention it received. The
+// other policies keep budget_audio + budget_visual media rows of either modality. Ties in a score go to the
+// earlier row.
+#pragma once
+
+#include "memory/kv-cache.h"
+#include "omnimem.h"
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace om {
+
+struct selection_input {
+    const modality * mod = nullptr;            // [n]
+    int32_t          n = 0;
+    const float *    importance = nullptr;     // [n] attention received (running average); for policies that need it
+    const float *    adjacent_cos = nullptr;   // [n - 1] cos(row j, row j + 1); for the OMNIMEM policies
+    int32_t          budget_audio = 0;
+    int32_t          budget_visual = 0;
+};
+
+bool policy_needs_importance(const om_memory_params & p);
+bool policy_needs_redundancy(const om_memory_params & p);
+// Whether media rows counted (audio, visual) exceed what the policy keeps.
+bool over_budget(const om_memory_params & p, int64_t n_audio, int64_t n_visual, int32_t budget_audio,
+                 int32_t budget_visual);
+
+// The perturbation-aware scores p_j of all n rows.
+std::vector<float> perturbation_scores(const selection_input & in, float lambda);
+
+// The rows to keep, ascending. rng drives the RANDOM policy.
+std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in, std::mt19937_64 & rng);
+
+// Checks a policy's parameters (name in messages).
+void check_memory_params(const om_memory_params & p);
+
+} // namespace om

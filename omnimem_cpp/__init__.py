@@ -8,7 +8,7 @@ Quick start::
         print(s.ask("What happened first?", max_tokens=64))
 """
 
-from . import media
+from . import media, memory
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 from .errors import (
@@ -24,8 +24,9 @@ from .errors import (
     OmnimemError,
     UnsupportedModelError,
 )
+from .memory import POLICIES, Budget
 from .model import Model, ModelInfo
-from .stream import POLICIES, Stream
+from .stream import Stream
 
 __version__ = _ffi.string(_lib.om_version()).decode()
 
@@ -40,6 +41,8 @@ __all__ = [
     "ModelInfo",
     "Stream",
     "POLICIES",
+    "Budget",
+    "memory",
     "system_info",
     "media",
     "OmnimemError",

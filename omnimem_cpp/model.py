@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ._native import NativeHandle, check, ffi, lib
 from .errors import InvalidArgumentError
@@ -190,19 +190,12 @@ class Model(NativeHandle):
 
     # --- streams ----------------------------------------------------------------------------------------
 
-    def stream(
-        self,
-        policy: str = "full",
-        *,
-        n_ctx: int = 4096,
-        n_batch: int = 512,
-        kv_type: str = "f16",
-        system: Optional[str] = None,
-    ) -> "Stream":
-        """Opens a stream (a session with its own memory) over this model. See :class:`Stream`."""
+    def stream(self, policy: str = "full", **options: Any) -> "Stream":
+        """Opens a stream (a session with its own memory) over this model; ``options`` are
+        :class:`Stream`'s (budget, text_cap, n_batch, kv_type, system, ...)."""
         from .stream import Stream
 
-        return Stream(self, policy=policy, n_ctx=n_ctx, n_batch=n_batch, kv_type=kv_type, system=system)
+        return Stream(self, policy=policy, **options)
 
     def _register(self, stream: "Stream") -> None:
         with self._lock:

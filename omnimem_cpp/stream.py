@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union, overload
 
@@ -11,6 +12,15 @@ import numpy as np
 from . import chat
 from ._native import NativeHandle, check, ffi, lib
 from .errors import InvalidArgumentError
+from .memory import (
+    MODALITIES,
+    POLICIES,
+    Budget,
+    StreamStats,
+    fill_params,
+    read_stats,
+    stream_budget,
+)
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -19,9 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream", "POLICIES", "KV_TYPES"]
 
-POLICIES = ("full",)
 KV_TYPES = {"f16": 0, "f32": 1}
-MODALITIES = {"text": 0, "visual": 1, "audio": 2}
 
 
 class Stream(NativeHandle):
@@ -33,10 +41,28 @@ class Stream(NativeHandle):
             s.feed("The capital of France is Paris.")
             print(s.ask("What is the capital of France?", max_tokens=16))
 
+    A bounded stream::
+
+        with model.stream(policy="omnimem", budget="8k") as s:     # or budget="2GB"
+            for chunk in om.media.open("talk.mp4"):
+                s.feed(chunk)
+            print(s.ask("What was on the slide when the bell rang?"))
+            print(s.stats().kv_bytes)
+
     Args:
         model: the model the stream runs on; it must stay open while the stream is used.
-        policy: how the memory is bounded. ``"full"`` keeps every token.
-        n_ctx: rows of memory per layer (the most tokens a ``"full"`` stream holds).
+        policy: how the memory is bounded (see :mod:`omnimem_cpp.memory`): ``"full"`` keeps every token;
+            ``"omnimem"``, ``"omnimem-nosplit"``, ``"sink-window"``, ``"attention-topk"``, ``"uniform"``
+            and ``"random"`` compact every layer to its budget after every chunk of media.
+        budget: audio+visual rows kept per layer on average (``8192``, ``"8k"``), the K/V memory in bytes
+            (``"2GB"``), or a budget table (``"budget.json"``, :class:`~omnimem_cpp.memory.Budget`).
+        text_cap: the most text rows kept after the first media (the oldest go first); 0: all text is kept.
+        lam: OmniMem's exponent λ on the attention a row received (0: redundancy alone).
+        n_sink: ``"sink-window"``'s first media rows; seed: ``"random"``'s seed.
+        redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
+            layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
+        n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 1024).
+        n_ctx: rows of memory per layer of an unbounded (``"full"``) stream.
         n_batch: the most tokens evaluated in one graph; longer feeds are split.
         kv_type: ``"f16"`` (default, half the memory) or ``"f32"`` (exact, for parity checks).
         system: a system prompt fed first, in the model's chat layout.
@@ -49,26 +75,36 @@ class Stream(NativeHandle):
         model: "Model",
         *,
         policy: str = "full",
+        budget: Union[Budget, int, str, os.PathLike, dict, None] = None,
+        text_cap: int = 0,
+        lam: float = 0.02,
+        n_sink: int = 4,
+        seed: int = 0,
+        redundancy: str = "value",
+        n_extra: int = 0,
         n_ctx: int = 4096,
         n_batch: int = 512,
         kv_type: str = "f16",
         system: Optional[str] = None,
     ) -> None:
-        if policy not in POLICIES:
-            raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")
         if kv_type not in KV_TYPES:
             raise InvalidArgumentError(f"unknown kv_type {kv_type!r}; available: {', '.join(KV_TYPES)}")
         if n_ctx < 1 or n_batch < 1:
             raise InvalidArgumentError(f"n_ctx and n_batch must be positive, got {n_ctx} and {n_batch}")
         self.model = model
         self.policy = policy
+        self.budget = budget
         params = ffi.new("om_stream_params *")
         lib.om_stream_default_params(params)
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.kv_type = KV_TYPES[kv_type]
+        fill_params(params.memory, policy=policy, lam=lam, n_sink=n_sink, seed=seed, text_cap=text_cap,
+                    n_extra=n_extra, redundancy=redundancy)
+        budget_table = stream_budget(model, params, budget)
         out = ffi.new("om_stream **")
         check(lib.om_stream_init(model.handle, params, out))
+        del budget_table   # copied by init
         self._handle = out[0]
         self._lock = threading.RLock()
         self._logits = np.empty(model.info.n_vocab, dtype=np.float32)
@@ -295,9 +331,28 @@ class Stream(NativeHandle):
 
     def rollback(self, n_tokens: int) -> None:
         """Returns the stream to its state after its first ``n_tokens`` tokens, which must be where an
-        earlier feed ended. The logits are unavailable until the next feed."""
+        earlier feed ended. The logits are unavailable until the next feed. After a compaction only points
+        at or after it (or 0) can be returned to."""
         with self._lock:
             check(lib.om_stream_rollback(self.handle, n_tokens))
+
+    def layer_tokens(self, layer: int) -> np.ndarray:
+        """The tokens decoder layer ``layer`` keeps in memory, as their indices in the stream (0 is the first
+        token fed), ascending — after compactions, each layer keeps its own subset."""
+        n = ffi.new("int32_t *")
+        with self._lock:
+            status = lib.om_stream_get_layer_tokens(self.handle, layer, ffi.NULL, 0, n)
+            if status != lib.OM_STATUS_BUFFER_TOO_SMALL:
+                check(status)
+            out = np.empty(n[0], dtype=np.int32)
+            check(lib.om_stream_get_layer_tokens(self.handle, layer, ffi.from_buffer("int32_t[]", out), out.size, n))
+        return out
+
+    def stats(self) -> StreamStats:
+        """What the memory holds now — rows per layer and modality, K/V bytes — and what bounding it cost:
+        compactions and the time spent scoring and compacting, next to the whole ingest time."""
+        with self._lock:
+            return read_stats(self.handle)
 
     # --- asking -----------------------------------------------------------------------------------------
 

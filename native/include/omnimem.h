@@ -181,7 +181,7 @@ typedef struct om_memory_params {
     int32_t         n_extra;     // rows per layer beyond the budget: text (prompt, capped text, questions,
                                  // answers) and the chunk being evaluated; 0: n_batch + 1024
     int32_t         text_cap;    // most text rows kept after the first media row (the oldest go); 0: no cap
-    float           lambda;      // exponent of attention received in the OMNIMEM score (0.02)
+    float           lam;         // λ: exponent of attention received in the OMNIMEM score (0.02)
     int32_t         n_sink;      // SINK_WINDOW's first media rows (4)
     uint32_t        seed;        // RANDOM's seed
     om_redundancy   redundancy;
@@ -304,6 +304,11 @@ typedef struct om_stream_stats {
 
 OM_API om_status om_stream_get_stats(const om_stream * stream, om_stream_stats * out_stats);
 OM_API om_status om_stream_get_layer_stats(const om_stream * stream, int32_t layer, om_layer_stats * out_stats);
+
+// The tokens layer `layer` keeps, as their indices in the stream (0 = the first token fed), ascending. If
+// capacity is too small, returns OM_STATUS_BUFFER_TOO_SMALL with *n_out set and nothing written.
+OM_API om_status om_stream_get_layer_tokens(const om_stream * stream, int32_t layer, int32_t * out_tokens,
+                                            int32_t capacity, int32_t * n_out);
 
 // Bytes one row of one layer takes with the given stream parameters (K and V, plus the hidden state when
 // memory.redundancy is OM_REDUNDANCY_HIDDEN): what a byte budget divides by.

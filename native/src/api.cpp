@@ -170,7 +170,7 @@ void om_stream_default_params(om_stream_params * p) {
     p->kv_type = OM_KV_TYPE_F16;
     p->memory = om_memory_params{};
     p->memory.policy = OM_POLICY_FULL;
-    p->memory.lambda = 0.02f;
+    p->memory.lam = 0.02f;
     p->memory.n_sink = 4;
     p->memory.redundancy = OM_REDUNDANCY_VALUE;
 }

@@ -11,7 +11,7 @@ namespace om {
 
 bool policy_needs_importance(const om_memory_params & p) {
     return p.policy == OM_POLICY_ATTENTION_TOPK ||
-           ((p.policy == OM_POLICY_OMNIMEM || p.policy == OM_POLICY_OMNIMEM_NOSPLIT) && p.lambda != 0.0f);
+           ((p.policy == OM_POLICY_OMNIMEM || p.policy == OM_POLICY_OMNIMEM_NOSPLIT) && p.lam != 0.0f);
 }
 
 bool policy_needs_redundancy(const om_memory_params & p) {
@@ -36,8 +36,8 @@ void check_memory_params(const om_memory_params & p) {
     if (p.redundancy != OM_REDUNDANCY_VALUE && p.redundancy != OM_REDUNDANCY_HIDDEN) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown redundancy mode %d", int(p.redundancy));
     }
-    if (!(p.lambda >= 0.0f) || !std::isfinite(p.lambda)) {
-        fail(OM_STATUS_INVALID_ARGUMENT, "lambda must be a finite number >= 0, got %g", double(p.lambda));
+    if (!(p.lam >= 0.0f) || !std::isfinite(p.lam)) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "lambda must be a finite number >= 0, got %g", double(p.lam));
     }
     if (p.n_sink < 0 || p.n_extra < 0 || p.text_cap < 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "n_sink, n_extra and text_cap must not be negative (got %d, %d, %d)",
@@ -88,13 +88,13 @@ std::vector<int32_t> select_rows(const om_memory_params & p, const selection_inp
             kept.insert(kept.end(), media.begin(), media.end());
             break;
         case OM_POLICY_OMNIMEM: {
-            const std::vector<float> score = perturbation_scores(in, p.lambda);
+            const std::vector<float> score = perturbation_scores(in, p.lam);
             keep_top(audio, score, in.budget_audio, kept);
             keep_top(visual, score, in.budget_visual, kept);
             break;
         }
         case OM_POLICY_OMNIMEM_NOSPLIT:
-            keep_top(media, perturbation_scores(in, p.lambda), k, kept);
+            keep_top(media, perturbation_scores(in, p.lam), k, kept);
             break;
         case OM_POLICY_ATTENTION_TOPK:
             keep_top(media, std::vector<float>(in.importance, in.importance + in.n), k, kept);

@@ -295,6 +295,11 @@ void om_stream::rollback(int32_t n) {
     if (n < 0 || n > n_tokens) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: the stream has %d", n, n_tokens);
     }
+    if (n > 0 && n < compacted_at) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: the memory was compacted at %d, which "
+             "fixed everything before it; roll back to %d or later, or to 0 to start over", n, compacted_at,
+             compacted_at);
+    }
     int32_t pos = -1;
     if (n == 0) {
         pos = 0;
@@ -307,11 +312,6 @@ void om_stream::rollback(int32_t n) {
     }
     if (pos < 0) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is not the end of an earlier feed", n);
-    }
-    if (n > 0 && n < compacted_at) {
-        fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: the memory was compacted at %d, which "
-             "fixed everything before it; roll back to %d or later, or to 0 to start over", n, compacted_at,
-             compacted_at);
     }
     if (block && n > block_opened_at) {
         fail(OM_STATUS_INVALID_ARGUMENT, "cannot roll back to %d tokens: that is inside the open audio-visual block "

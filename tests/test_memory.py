@@ -1,0 +1,395 @@
+"""The cache manager: the native row selection against an independent numpy implementation of the method's
+formulas, compaction inside a stream against transformers (a gathered cache, the kept sets of every layer),
+the invariants after every compaction, budgets, text cap, rollback rules and bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import omnimem_cpp as om
+from omnimem_cpp.errors import InvalidArgumentError
+
+TEXT, VISUAL, AUDIO = 0, 1, 2
+
+
+# --- an independent implementation of the method (omnimem-method.md §3) and the baselines ----------------
+
+def reference_importance(queries, keys, history):
+    """a_j = sum over the chunk's queries of softmax_j((1/H) sum_h q_h . k_g(h) / sqrt(d)), causal; memory
+    rows averaged with their history."""
+    n, c = keys.shape[0], queries.shape[0]
+    n_head, head_dim = queries.shape[1], queries.shape[2]
+    repeated = np.repeat(keys, n_head // keys.shape[1], axis=1).astype(np.float64)      # [n, H, d]
+    logits = np.einsum("chd,nhd->cn", queries.astype(np.float64), repeated) / (n_head * math.sqrt(head_dim))
+    for i in range(c):
+        logits[i, n - c + i + 1:] = -np.inf
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    received = probs.sum(axis=0)
+    if history is not None:
+        received[: n - c] = (received[: n - c] + history) / 2
+    return received
+
+
+def reference_scores(hidden, importance, lam):
+    unit = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
+    cos = (unit[:-1] * unit[1:]).sum(axis=1)
+    s = np.concatenate([[1.0], cos]) + np.concatenate([cos, [1.0]])
+    return np.sqrt(np.maximum(0.0, 1.0 - s / 2)) * importance ** lam
+
+
+def reference_select(policy, modality, budget, *, hidden=None, queries=None, keys=None, history=None, lam=0.02,
+                     n_sink=4):
+    modality = np.asarray(modality)
+    n = modality.size
+    importance = (reference_importance(queries, keys, history) if queries is not None else np.zeros(n))
+    text = np.flatnonzero(modality == TEXT)
+    audio, visual = np.flatnonzero(modality == AUDIO), np.flatnonzero(modality == VISUAL)
+    media = np.flatnonzero(modality != TEXT)
+    k = min(budget[0] + budget[1], media.size)
+
+    def top(rows, score, count):
+        return rows[np.argsort(-score[rows], kind="stable")[:count]]
+
+    if policy == "omnimem":
+        p = reference_scores(hidden, importance, lam)
+        kept = np.concatenate([top(audio, p, budget[0]), top(visual, p, budget[1])])
+    elif policy == "omnimem-nosplit":
+        kept = top(media, reference_scores(hidden, importance, lam), k)
+    elif policy == "attention-topk":
+        kept = top(media, importance, k)
+    elif policy == "sink-window":
+        sink = min(n_sink, k)
+        kept = np.concatenate([media[:sink], media[media.size - (k - sink):]])
+    elif policy == "uniform":
+        kept = media[[(2 * i + 1) * media.size // (2 * k) for i in range(k)]] if k else media[:0]
+    else:
+        raise ValueError(policy)
+    return np.sort(np.concatenate([text, kept]).astype(int)), importance
+
+
+def random_layer(rng, n, c, n_head=4, n_head_kv=2, head_dim=8, dim=16, kinds=(TEXT, VISUAL, AUDIO),
+                 weights=(0.2, 0.6, 0.2)):
+    return dict(
+        modality=rng.choice(kinds, size=n, p=weights).astype(np.int8),
+        hidden=rng.normal(size=(n, dim)).astype(np.float32),
+        queries=rng.normal(size=(c, n_head, head_dim)).astype(np.float32),
+        keys=rng.normal(size=(n, n_head_kv, head_dim)).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit", "attention-topk", "sink-window", "uniform"])
+@pytest.mark.parametrize("heads", [(4, 4), (4, 2), (8, 2)])
+@pytest.mark.parametrize("with_history", [False, True])
+def test_native_selection_equals_the_numpy_formulas(policy, heads, with_history):
+    rng = np.random.default_rng(hash((policy, heads, with_history)) % 2**32)
+    for n, c, budget in [(60, 12, (5, 17)), (33, 33, (3, 9)), (80, 5, (0, 30)), (50, 10, (40, 1))]:
+        layer = random_layer(rng, n, c, n_head=heads[0], n_head_kv=heads[1])
+        history = rng.uniform(0, 3, n - c).astype(np.float32) if with_history else None
+        kept, importance = om.memory.select(policy=policy, budget=budget, history=history, lam=0.3, **layer)
+        want, want_importance = reference_select(policy, layer["modality"], budget, history=history, lam=0.3,
+                                                 **{k: v for k, v in layer.items() if k != "modality"})
+        np.testing.assert_array_equal(kept, want)
+        if policy in ("omnimem", "omnimem-nosplit", "attention-topk"):
+            np.testing.assert_allclose(importance, want_importance, rtol=1e-5, atol=1e-6)
+            assert importance[n - c:].sum() <= c + 1e-3   # each query distributes one unit of attention
+
+
+@pytest.mark.parametrize("kinds", [(TEXT, VISUAL), (TEXT, AUDIO), (VISUAL,), (AUDIO,), (TEXT,)])
+@pytest.mark.parametrize("budget", [(0, 0), (1, 1), (0, 1), (1000, 1000)])
+def test_selection_edge_cases(kinds, budget):
+    rng = np.random.default_rng(7)
+    weights = np.ones(len(kinds)) / len(kinds)
+    layer = random_layer(rng, 30, 6, kinds=kinds, weights=weights)
+    for policy in ("omnimem", "omnimem-nosplit", "attention-topk", "sink-window", "uniform", "random"):
+        kept, _ = om.memory.select(policy=policy, budget=budget, **layer)
+        mods = layer["modality"]
+        assert np.all(np.diff(kept) > 0)
+        assert set(np.flatnonzero(mods == TEXT)) <= set(kept.tolist())          # text is always kept
+        n_audio, n_visual = (mods[kept] == AUDIO).sum(), (mods[kept] == VISUAL).sum()
+        if policy == "omnimem":
+            assert n_audio == min(budget[0], (mods == AUDIO).sum())
+            assert n_visual == min(budget[1], (mods == VISUAL).sum())
+        else:
+            assert n_audio + n_visual == min(sum(budget), (mods != TEXT).sum())
+        if policy != "random":
+            want, _ = reference_select(policy, mods, budget, hidden=layer["hidden"], queries=layer["queries"],
+                                       keys=layer["keys"]) if policy != "random" else (None, None)
+            np.testing.assert_array_equal(kept, want)
+
+
+def test_random_policy_is_seeded_and_lambda_zero_needs_no_attention():
+    rng = np.random.default_rng(3)
+    layer = random_layer(rng, 40, 8)
+    a, _ = om.memory.select(policy="random", budget=(4, 6), seed=1, **layer)
+    b, _ = om.memory.select(policy="random", budget=(4, 6), seed=1, **layer)
+    c, _ = om.memory.select(policy="random", budget=(4, 6), seed=2, **layer)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    kept, importance = om.memory.select(policy="omnimem", budget=(4, 6), lam=0.0, modality=layer["modality"],
+                                        hidden=layer["hidden"])
+    want, _ = reference_select("omnimem", layer["modality"], (4, 6), hidden=layer["hidden"], lam=0.0)
+    np.testing.assert_array_equal(kept, want)
+    assert not importance.any()
+
+
+def test_selection_rejects_bad_arrays():
+    rng = np.random.default_rng(0)
+    layer = random_layer(rng, 20, 4)
+    with pytest.raises(InvalidArgumentError, match="hidden"):
+        om.memory.select(policy="omnimem", budget=(1, 1), modality=layer["modality"], hidden=layer["hidden"][:5])
+    with pytest.raises(InvalidArgumentError, match="redundancy vectors"):
+        om.memory.select(policy="omnimem", budget=(1, 1), modality=layer["modality"])
+    with pytest.raises(InvalidArgumentError, match="budgets must not be negative"):
+        om.memory.select(policy="uniform", budget=(-1, 1), modality=layer["modality"])
+    with pytest.raises(InvalidArgumentError, match="modality values"):
+        om.memory.select(policy="uniform", budget=(1, 1), modality=np.full(20, 7))
+    with pytest.raises(InvalidArgumentError, match="unknown policy"):
+        om.memory.select(policy="h2o", budget=(1, 1), modality=layer["modality"])
+
+
+# --- budgets ------------------------------------------------------------------------------------------------
+
+def test_budget_specs_parse_and_resolve(tmp_path):
+    assert om.Budget.parse("8k").tokens == 8192 and om.Budget.parse(512).tokens == 512
+    assert om.Budget.parse("2GB").bytes == 2 * 10**9 and om.Budget.parse("1.5 MiB").bytes == 3 * 2**19
+    assert om.Budget(tokens=600).resolve(3, 100, 10) == [(100, 500)] * 3   # audio = B / (1 + r), r = 5
+    table = tmp_path / "budget.json"
+    table.write_text('{"layers": [[10, 30], [20, 40]]}')
+    assert om.Budget.parse(str(table)).resolve(2, 100, 10) == [(10, 30), (20, 40)]
+    scaled = om.Budget(table=((10, 30), (20, 40)), tokens=25).resolve(2, 100, 10)
+    assert scaled == [(5, 15), (10, 20)]                                    # the table's shape at 25 per layer
+    rows = om.Budget(bytes=10**6).resolve(4, 256, 100)
+    assert 4 * 256 * (rows[0][0] + rows[0][1] + 100) <= 10**6
+    with pytest.raises(InvalidArgumentError, match="too small"):
+        om.Budget(bytes=50_000).resolve(4, 256, 100)
+    with pytest.raises(InvalidArgumentError, match="layers"):
+        om.Budget.parse(str(table)).resolve(3, 100, 10)
+    for bad in ("lots", "8q", "-5"):
+        with pytest.raises(InvalidArgumentError):
+            om.Budget.parse(bad)
+
+
+# --- compaction inside a stream -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf):
+    with om.Model(tiny_gguf("base", "f32"), n_threads=2) as m:
+        yield m
+
+
+def scenario(ref, n_prefix=6, chunks=(30, 30, 30), seed=0):
+    """Token-embedding text prefix, then chunks of media rows with random embeddings (stand-ins for encoder
+    outputs) at TMRoPE-like positions, then a text question. Returns embeddings [n, d], positions [n, 3],
+    modality [n], and where each piece ends."""
+    rng = np.random.default_rng(seed)
+    ids = torch.tensor(rng.integers(0, 1000, n_prefix + 4))
+    text_embd = ref.get_input_embeddings()(ids).detach().numpy()
+    embd, pos, mods, ends = [text_embd[:n_prefix]], [np.repeat(np.arange(n_prefix)[:, None], 3, 1)], \
+        [np.zeros(n_prefix, np.int8)], [n_prefix]
+    p = n_prefix
+    for n in chunks:
+        embd.append(rng.normal(0, 1, (n, text_embd.shape[1])).astype(np.float32))
+        m = rng.choice([VISUAL, AUDIO], size=n, p=[0.75, 0.25]).astype(np.int8)
+        k = np.arange(n)
+        pos.append(np.stack([p + k // 4, p + (k % 4) // 2, p + k % 2], axis=1))
+        mods.append(m)
+        p += n // 4 + 1
+        ends.append(ends[-1] + n)
+    embd.append(text_embd[n_prefix:])
+    pos.append(np.repeat(np.arange(p, p + 4)[:, None], 3, 1))
+    mods.append(np.zeros(4, np.int8))
+    ends.append(ends[-1] + 4)
+    return np.concatenate(embd), np.concatenate(pos).astype(np.int32), np.concatenate(mods), ends
+
+
+def feed_scenario(s, embd, pos, mods, ends):
+    start = 0
+    for end in ends:
+        s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
+        start = end
+
+
+def test_budget_above_the_tokens_present_changes_nothing(model, tiny_reference):
+    embd, pos, mods, ends = scenario(tiny_reference("base"))
+    results = []
+    for policy, budget in [("full", None), ("omnimem", 10_000), ("sink-window", 10_000), ("random", 10_000)]:
+        with model.stream(policy, budget=budget, kv_type="f32") as s:
+            feed_scenario(s, embd, pos, mods, ends)
+            results.append(s.logits())
+            assert s.stats().compactions == 0
+            assert all(np.array_equal(s.layer_tokens(il), np.arange(len(mods))) for il in range(2))
+    for logits in results[1:]:
+        np.testing.assert_array_equal(logits, results[0])
+
+
+def test_compaction_is_a_gather_of_the_kept_rows(model, tiny_reference):
+    """After a compaction the next logits equal transformers' on its own KV cache with the same rows kept."""
+    ref = tiny_reference("base")
+    embd, pos, mods, ends = scenario(ref, chunks=(20, 30))   # one compaction: after the second chunk
+    with model.stream("uniform", budget=om.Budget(tokens=24), kv_type="f32") as s:
+        start = 0
+        for end in ends[:-1]:
+            s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
+            start = end
+        kept = s.layer_tokens(0)
+        assert s.stats().compactions == 1 and len(kept) == 6 + 24
+        assert all(np.array_equal(s.layer_tokens(il), kept) for il in range(2))
+        s.feed_embeddings(embd[start:], pos[start:], mods[start:])
+        ours = s.logits()
+
+    n_memory = ends[-2]
+    as_torch = lambda a: torch.from_numpy(np.ascontiguousarray(a))   # noqa: E731
+    with torch.no_grad():
+        cache = ref(inputs_embeds=as_torch(embd[:n_memory])[None], position_ids=as_torch(pos[:n_memory].T)[:, None],
+                    use_cache=True).past_key_values
+        for layer in cache.layers:
+            layer.keys = layer.keys[:, :, kept]
+            layer.values = layer.values[:, :, kept]
+        expected = ref(inputs_embeds=as_torch(embd[n_memory:])[None], position_ids=as_torch(pos[n_memory:].T)[:, None],
+                       past_key_values=cache).logits[0, -1].numpy()
+    assert np.abs(ours - expected).max() / np.abs(expected).max() <= 1e-4
+
+
+def transformers_layer_signals(ref, embd, pos):
+    """Per layer: the layer-input hidden states, V rows, and the queries and keys after RoPE."""
+    from transformers.models.qwen2_5_omni import modeling_qwen2_5_omni as modeling
+
+    captured = []
+    original = modeling.apply_multimodal_rotary_pos_emb
+
+    def capture(q, k, *args, **kw):
+        q, k = original(q, k, *args, **kw)
+        captured.append((q[0].transpose(0, 1).numpy().copy(), k[0].transpose(0, 1).numpy().copy()))
+        return q, k
+
+    modeling.apply_multimodal_rotary_pos_emb = capture
+    try:
+        with torch.no_grad():
+            out = ref(inputs_embeds=torch.from_numpy(embd)[None], position_ids=torch.from_numpy(pos.T.copy())[:, None],
+                      output_hidden_states=True)
+    finally:
+        modeling.apply_multimodal_rotary_pos_emb = original
+    layers = ref.model.layers
+    signals = []
+    with torch.no_grad():
+        for il, layer in enumerate(layers):
+            h = out.hidden_states[il][0]
+            v = layer.self_attn.v_proj(layer.input_layernorm(h)).numpy()
+            signals.append(dict(hidden=h.numpy(), value=v, queries=captured[il][0], keys=captured[il][1]))
+    return signals
+
+
+@pytest.mark.parametrize("policy,redundancy", [("omnimem", "hidden"), ("omnimem", "value"),
+                                               ("omnimem-nosplit", "hidden"), ("attention-topk", "value")])
+def test_every_layer_keeps_what_the_method_selects_from_transformers_signals(model, tiny_reference, policy,
+                                                                            redundancy):
+    """The first compaction of a stream keeps, in every layer, the rows the numpy method picks from
+    transformers' hidden states, V rows, queries and keys of the same prompt."""
+    ref = tiny_reference("base")
+    embd, pos, mods, ends = scenario(ref, chunks=(6, 40), seed=1)
+    n = ends[-2]
+    budget = (6, 20)
+    table = om.Budget(table=(budget, budget))
+    with model.stream(policy, budget=table, kv_type="f32", redundancy=redundancy) as s:
+        s.feed_embeddings(embd[: ends[0]], pos[: ends[0]], mods[: ends[0]])
+        s.feed_embeddings(embd[ends[0]: ends[1]], pos[ends[0]: ends[1]], mods[ends[0]: ends[1]])
+        assert s.stats().compactions == 0                   # 6 media rows fit in any budget
+        s.feed_embeddings(embd[ends[1]: n], pos[ends[1]: n], mods[ends[1]: n])
+        assert s.stats().compactions == 1
+        kept = [s.layer_tokens(il) for il in range(2)]
+    signals = transformers_layer_signals(ref, embd[:n], pos[:n])
+    c = n - ends[1]
+    for il, sig in enumerate(signals):
+        want, _ = reference_select(policy, mods[:n], budget, hidden=sig[redundancy], queries=sig["queries"][n - c:],
+                                   keys=sig["keys"])
+        np.testing.assert_array_equal(kept[il], want, err_msg=f"layer {il}")
+    assert not np.array_equal(kept[0], kept[1])             # layers choose independently
+
+
+@pytest.mark.parametrize("policy", list(om.POLICIES))
+def test_invariants_after_every_compaction(model, tiny_reference, policy):
+    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 8, seed=2)
+    budget = (6, 18)
+    bounded = policy != "full"
+    with model.stream(policy, budget=om.Budget(table=(budget, budget)) if bounded else None, n_extra=64) as s:
+        previous = [np.arange(0)] * 2
+        start = 0
+        for end in ends:
+            s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
+            stats = s.stats()
+            for il in range(2):
+                tokens = s.layer_tokens(il)
+                assert np.all(np.diff(tokens) > 0)                                    # order preserved
+                assert set(np.flatnonzero(mods[:end] == TEXT)) <= set(tokens.tolist())  # text kept
+                # nothing comes back once dropped: kept = a subset of (kept before + this feed)
+                assert set(tokens.tolist()) <= set(previous[il].tolist()) | set(range(start, end))
+                kept_mods = mods[tokens]
+                n_audio, n_visual = (kept_mods == AUDIO).sum(), (kept_mods == VISUAL).sum()
+                assert stats.layers[il].rows == {"text": int((kept_mods == TEXT).sum()), "visual": int(n_visual),
+                                                 "audio": int(n_audio)}
+                if not bounded:
+                    assert tokens.size == end
+                elif policy == "omnimem":
+                    assert n_audio <= budget[0] and n_visual <= budget[1]
+                else:
+                    assert n_audio + n_visual <= sum(budget)
+                previous[il] = tokens
+            start = end
+        assert (stats.compactions > 0) == bounded
+        assert stats.kv_bytes <= stats.kv_bytes_allocated
+
+
+def test_text_cap_keeps_the_prompt_and_evicts_the_oldest_later_text(model, tiny_reference):
+    embd, pos, mods, ends = scenario(tiny_reference("base"), n_prefix=6, chunks=(20, 20, 20), seed=3)
+    later_text = []
+    with model.stream("omnimem", budget=8, text_cap=5, n_extra=64) as s:
+        s.feed_embeddings(embd[:6], pos[:6], mods[:6])        # the prompt before any media: never capped
+        for start, end in zip(ends[:-2], ends[1:-1]):
+            s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
+            first = s.n_tokens
+            s.feed_tokens([7, 8, 9])                          # text after media: capped at each compaction
+            later_text += [first, first + 1, first + 2]
+        tokens = s.layer_tokens(0)
+    text_kept = [t for t in tokens.tolist() if t < 6 or t in later_text]
+    # the last compaction (after the third chunk) saw 6 later text rows and dropped the oldest; the 3 fed
+    # after it wait for the next compaction
+    assert text_kept == list(range(6)) + later_text[1:]
+
+
+def test_rollback_and_ask_under_a_budget(model, tiny_reference):
+    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40, 40, 40), seed=4)
+    with model.stream("omnimem", budget=10, n_extra=64) as s:
+        feed_scenario(s, embd[: ends[-2]], pos[: ends[-2]], mods[: ends[-2]], ends[:-1])
+        compacted = s.n_tokens
+        assert s.stats().compactions >= 1
+        with pytest.raises(InvalidArgumentError, match="compacted"):
+            s.rollback(ends[0])
+        before = [s.layer_tokens(il) for il in range(2)]
+        s.feed_tokens([5, 6, 7])
+        logits = s.logits()
+        s.rollback(compacted)
+        s.feed_tokens([5, 6, 7])
+        np.testing.assert_array_equal(s.logits(), logits)        # asking does not change the memory
+        s.rollback(compacted)
+        assert all(np.array_equal(s.layer_tokens(il), before[il]) for il in range(2))
+        s.rollback(0)                                            # starting over is always possible
+        assert s.n_tokens == 0 and s.layer_tokens(0).size == 0
+
+
+def test_a_byte_budget_bounds_the_allocation(model):
+    row = 2 * model.info.n_head_kv * model.info.n_embd_head * 2  # K + V rows in F16
+    with model.stream("omnimem", budget=om.Budget(bytes=200_000), n_extra=64) as s:
+        stats = s.stats()
+        assert stats.kv_bytes_allocated <= 200_000
+        layer = stats.layers[0]
+        assert layer.capacity == sum(layer.budget) + 64          # the budget plus the reserve for text and a chunk
+        assert stats.kv_bytes_allocated >= 200_000 - 2 * row * 2 - 3 * 2 * 512   # rounding and alignment only
+    with pytest.raises(InvalidArgumentError, match="too small"):
+        model.stream("omnimem", budget="100kB")                  # the default reserve alone needs more
+    with pytest.raises(InvalidArgumentError, match="needs a budget"):
+        model.stream("omnimem")

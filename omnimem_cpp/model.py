@@ -197,6 +197,18 @@ class Model(NativeHandle):
 
         return Stream(self, policy=policy, **options)
 
+    def load_stream(self, path: str | os.PathLike[str]) -> "Stream":
+        """Restores a stream saved with :meth:`Stream.save` (its memory, positions and policy) over this
+        model — loaded with the same projector if the stream had media open.
+
+        Raises:
+            ModelFileError: the file is not a complete stream file; ModelMismatchError: it was saved from
+            another model.
+        """
+        from .stream import Stream
+
+        return Stream.load(self, path)
+
     def _register(self, stream: "Stream") -> None:
         with self._lock:
             self._streams.add(stream)

@@ -92,8 +92,6 @@ class Stream(NativeHandle):
         if n_ctx < 1 or n_batch < 1:
             raise InvalidArgumentError(f"n_ctx and n_batch must be positive, got {n_ctx} and {n_batch}")
         self.model = model
-        self.policy = policy
-        self.budget = budget
         params = ffi.new("om_stream_params *")
         lib.om_stream_default_params(params)
         params.n_ctx = n_ctx
@@ -105,13 +103,38 @@ class Stream(NativeHandle):
         out = ffi.new("om_stream **")
         check(lib.om_stream_init(model.handle, params, out))
         del budget_table   # copied by init
-        self._handle = out[0]
+        self._attach(model, out[0])
+        if system is not None:
+            self.feed(chat.system_turn(system))
+
+    @classmethod
+    def load(cls, model: Model, path: str | os.PathLike) -> Stream:
+        """Restores a stream saved with :meth:`save` over the same model (see :meth:`Model.load_stream`)."""
+        out = ffi.new("om_stream **")
+        check(lib.om_stream_load(model.handle, os.fsencode(path), out))
+        stream = cls.__new__(cls)
+        stream._attach(model, out[0])
+        return stream
+
+    def _attach(self, model: Model, handle) -> None:
+        self.model = model
+        self._handle = handle
+        params = ffi.new("om_stream_params *")
+        check(lib.om_stream_get_params(handle, params))
+        self.policy = next(name for name, code in POLICIES.items() if code == params.memory.policy)
         self._lock = threading.RLock()
         self._logits = np.empty(model.info.n_vocab, dtype=np.float32)
         self._resampler = None   # for audio fed at another rate than 16 kHz
         model._register(self)
-        if system is not None:
-            self.feed(chat.system_turn(system))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the whole stream — memory, positions, the policy's state, an open media block with its
+        pending media — to ``path``, so it can be restored after a restart with :meth:`Model.load_stream`.
+        The file appears only once complete. Audio held by a resampler (fed at another rate than 16 kHz) is
+        flushed into the stream first."""
+        with self._lock:
+            self._flush_resampler()
+            check(lib.om_stream_save(self.handle, os.fsencode(path)))
 
     # --- lifetime ---------------------------------------------------------------------------------------
 

@@ -393,3 +393,79 @@ def test_a_byte_budget_bounds_the_allocation(model):
         model.stream("omnimem", budget="100kB")                  # the default reserve alone needs more
     with pytest.raises(InvalidArgumentError, match="needs a budget"):
         model.stream("omnimem")
+
+
+# --- every policy on real media, saving and restoring ---------------------------------------------------------
+
+def media_clip(seconds, seed):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (int(seconds * 2), 56, 84, 3), dtype=np.uint8)
+    t = np.arange(int(seconds * 16000)) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 330 * t) + 0.05 * rng.normal(size=t.size)).astype(np.float32)
+    return frames, pcm
+
+
+@pytest.mark.parametrize("policy", list(om.POLICIES))
+def test_every_policy_streams_media_and_answers_within_its_budget(tiny_multimodal, policy):
+    frames, pcm = media_clip(12, seed=5)
+    budget = None if policy == "full" else 40
+    with tiny_multimodal.stream(policy, budget=budget, n_extra=512) as s:
+        s.feed("<|im_start|>system\nWatch.<|im_end|>\n<|im_start|>user\n")
+        for i in range(6):                                   # 2-second pieces of video with audio
+            s.feed(video=frames[4 * i: 4 * i + 4], audio=pcm[32000 * i: 32000 * (i + 1)])
+        before = s.stats()
+        answer = s.ask("What happened?", max_tokens=4)
+        after = s.stats()
+    assert isinstance(answer, str)
+    assert after.rows == before.rows                          # the question and answer were rolled back
+    for layer in before.layers:
+        if budget is not None:
+            assert layer.rows["audio"] + layer.rows["visual"] <= sum(layer.budget)
+            assert layer.compactions > 0
+        else:
+            assert layer.compactions == 0
+    assert before.score_seconds + before.compact_seconds <= before.ingest_seconds
+
+
+def test_saved_stream_resumes_with_the_same_logits(tiny_multimodal, tmp_path):
+    frames, pcm = media_clip(9, seed=6)
+    path = tmp_path / "stream.oms"
+    with tiny_multimodal.stream("omnimem", budget=30, n_extra=512, seed=3) as s:
+        s.feed("<|im_start|>user\n")
+        s.feed(video=frames[:8], audio=pcm[:64000])
+        s.feed(video=frames[8:11], audio=pcm[64000:90000])  # leaves media pending in the open block
+        assert s.media_open and s.stats().compactions > 0
+        s.save(path)
+        tokens = [s.layer_tokens(il) for il in range(tiny_multimodal.info.n_layer)]
+        s.feed(video=frames[11:], audio=pcm[90000:])
+        s.feed("What was it?")
+        expected = s.logits()
+        stats = s.stats()
+    with tiny_multimodal.load_stream(path) as restored:
+        assert restored.policy == "omnimem" and restored.media_open
+        for il in range(tiny_multimodal.info.n_layer):
+            np.testing.assert_array_equal(restored.layer_tokens(il), tokens[il])
+        restored.feed(video=frames[11:], audio=pcm[90000:])
+        restored.feed("What was it?")
+        np.testing.assert_array_equal(restored.logits(), expected)
+        assert restored.stats().rows == stats.rows and restored.stats().compactions == stats.compactions
+
+
+def test_broken_or_foreign_stream_files_are_refused(tiny_multimodal, tiny_gguf, tmp_path):
+    path = tmp_path / "s.oms"
+    with tiny_multimodal.stream("uniform", budget=8) as s:
+        s.feed("hello there")
+        s.save(path)
+    data = path.read_bytes()
+    cases = {"truncated": data[: len(data) // 2], "flipped": data[:100] + bytes([data[100] ^ 1]) + data[101:],
+             "extra": data + b"\0", "text": b"this is not a stream file at all"}
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.oms"
+        bad.write_bytes(content)
+        with pytest.raises(om.ModelFileError, match="corrupt|not a stream file"):
+            tiny_multimodal.load_stream(bad)
+    with om.Model(tiny_gguf("gqa4", "f32")) as other, pytest.raises(om.ModelMismatchError, match="another model"):
+        other.load_stream(path)
+    with pytest.raises(om.ModelNotFoundError):
+        tiny_multimodal.load_stream(tmp_path / "missing.oms")
+    assert not list(tmp_path.glob("*.part"))

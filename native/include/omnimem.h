@@ -310,6 +310,18 @@ OM_API om_status om_stream_get_layer_stats(const om_stream * stream, int32_t lay
 OM_API om_status om_stream_get_layer_tokens(const om_stream * stream, int32_t layer, int32_t * out_tokens,
                                             int32_t capacity, int32_t * n_out);
 
+// The parameters the stream was created with (memory.budget is NULL: see om_stream_get_layer_stats).
+OM_API om_status om_stream_get_params(const om_stream * stream, om_stream_params * out_params);
+
+// Writes the whole stream to a file: memory rows and their metadata, positions, rollback points, the
+// policy's state and an open audio-visual block with its pending media. The file appears only when
+// complete. A box can restore the stream after a restart with om_stream_load.
+OM_API om_status om_stream_save(const om_stream * stream, const char * path);
+
+// Restores a stream written by om_stream_save, over the same model (and projector, if a media block was
+// open). A truncated or corrupted file gives OM_STATUS_BAD_FILE, another model OM_STATUS_MODEL_MISMATCH.
+OM_API om_status om_stream_load(om_model * model, const char * path, om_stream ** out_stream);
+
 // Bytes one row of one layer takes with the given stream parameters (K and V, plus the hidden state when
 // memory.redundancy is OM_REDUNDANCY_HIDDEN): what a byte budget divides by.
 OM_API int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params);

@@ -1,6 +1,7 @@
 #include "media/audio-mel.h"
 
 #include "common.h"
+#include "serialize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -367,6 +368,36 @@ void log_mel_stream::compute(int64_t t_end, int64_t n_kept) {
                                            ready_.data() + offset, size_t(n_mel_), 1);
     max_log_ = std::max(max_log_, max_log);
     n_computed_ = t_end;
+}
+
+void log_mel_stream::save(byte_writer & w) const {
+    w.value(n_mel_);
+    w.vector(samples_);
+    w.value(first_);
+    w.value(n_samples_);
+    w.value(n_computed_);
+    w.value(finished_);
+    w.vector(std::vector<float>(ready_.begin() + ptrdiff_t(ready_head_), ready_.end()));
+    w.value(n_taken_);
+    w.value(max_log_);
+}
+
+void log_mel_stream::load(byte_reader & r) {
+    if (r.value<int32_t>() != n_mel_) {
+        r.corrupt();
+    }
+    samples_ = r.vector<float>(uint64_t(1) << 32);
+    first_ = r.value<int64_t>();
+    n_samples_ = r.value<int64_t>();
+    n_computed_ = r.value<int64_t>();
+    finished_ = r.value<bool>();
+    ready_ = r.vector<float>(uint64_t(1) << 36);
+    ready_head_ = 0;
+    n_taken_ = r.value<int64_t>();
+    max_log_ = r.value<double>();
+    if (ready_.size() % size_t(n_mel_) != 0 || n_samples_ - first_ != int64_t(samples_.size())) {
+        r.corrupt();
+    }
 }
 
 } // namespace om

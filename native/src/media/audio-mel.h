@@ -11,6 +11,9 @@
 
 namespace om {
 
+class byte_writer;
+class byte_reader;
+
 constexpr int32_t k_mel_sample_rate = 16000;
 constexpr int32_t k_mel_n_fft       = 400;                  // 25 ms window
 constexpr int32_t k_mel_hop         = 160;                  // 10 ms between frames
@@ -68,6 +71,10 @@ public:
     int32_t n_mel() const { return n_mel_; }
     int64_t n_samples() const { return n_samples_; }
     int64_t n_taken() const { return n_taken_; }
+
+    // The whole state, for saving a stream (load() expects a stream constructed with the same n_mel).
+    void save(byte_writer & w) const;
+    void load(byte_reader & r);
 
 private:
     // Computes frames [n_computed_, t_end) and keeps those below n_kept as ready.

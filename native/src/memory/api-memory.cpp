@@ -1,4 +1,5 @@
-// C API of the cache manager: stream statistics, row sizes, and one layer's selection on given arrays.
+// C API of the cache manager: stream statistics, parameters, saving and restoring, row sizes, and one layer's
+// selection on given arrays.
 #include "api-guard.h"
 #include "memory/policy.h"
 #include "memory/scoring.h"
@@ -42,6 +43,31 @@ om_status om_stream_get_layer_tokens(const om_stream * stream, int32_t layer, in
         for (size_t j = 0; j < rows.size(); ++j) {
             out_tokens[j] = rows[j].seq;
         }
+    });
+}
+
+om_status om_stream_get_params(const om_stream * stream, om_stream_params * out_params) {
+    return guarded([&] {
+        require(stream != nullptr && out_params != nullptr, "stream and out_params must not be NULL");
+        *out_params = stream->params;
+    });
+}
+
+om_status om_stream_save(const om_stream * stream, const char * path) {
+    return guarded([&] {
+        require(stream != nullptr && path != nullptr, "stream and path must not be NULL");
+        stream->save(path);
+    });
+}
+
+om_status om_stream_load(om_model * model, const char * path, om_stream ** out_stream) {
+    if (out_stream != nullptr) {
+        *out_stream = nullptr;
+    }
+    return guarded([&] {
+        require(model != nullptr && path != nullptr && out_stream != nullptr,
+                "model, path and out_stream must not be NULL");
+        *out_stream = om_stream::load(*model, path).release();
     });
 }
 

@@ -3,10 +3,12 @@
 #include "common.h"
 #include "memory/policy.h"
 #include "memory/scoring.h"
+#include "serialize.h"
 
 #include <algorithm>
 #include <chrono>
 #include <numeric>
+#include <sstream>
 
 namespace om {
 
@@ -254,6 +256,54 @@ bool cache_manager::compact(const graph_runner & run) {
     compactions_ += 1;
     t_compact_ += seconds_since(t1);
     return true;
+}
+
+void cache_manager::save(byte_writer & w) const {
+    for (int32_t il = 0; il < kv_->n_layer(); ++il) {
+        const std::vector<row_meta> & rows = kv_->rows(il);
+        w.vector(rows);
+        w.value(layers_[size_t(il)].compactions);
+        std::vector<uint8_t> data;
+        for (ggml_tensor * store : {kv_->k(il), kv_->v(il), kv_->hidden(il)}) {
+            if (store != nullptr) {
+                data.resize(store->nb[1] * rows.size());
+                ggml_backend_tensor_get(store, data.data(), 0, data.size());
+                w.bytes(data.data(), data.size());
+            }
+        }
+    }
+    w.value(first_media_seq_);
+    w.value(compactions_);
+    w.value(t_score_);
+    w.value(t_compact_);
+    std::ostringstream rng;
+    rng << rng_;
+    w.string(rng.str());
+}
+
+void cache_manager::load(byte_reader & r) {
+    for (int32_t il = 0; il < kv_->n_layer(); ++il) {
+        std::vector<row_meta> rows = r.vector<row_meta>(uint64_t(kv_->capacity(il)));
+        layers_[size_t(il)].compactions = r.value<int64_t>();
+        std::vector<uint8_t> data;
+        for (ggml_tensor * store : {kv_->k(il), kv_->v(il), kv_->hidden(il)}) {
+            if (store != nullptr) {
+                data.resize(store->nb[1] * rows.size());
+                r.bytes(data.data(), data.size());
+                ggml_backend_tensor_set(store, data.data(), 0, data.size());
+            }
+        }
+        kv_->rows(il) = std::move(rows);
+    }
+    first_media_seq_ = r.value<int32_t>();
+    compactions_ = r.value<int64_t>();
+    t_score_ = r.value<double>();
+    t_compact_ = r.value<double>();
+    std::istringstream rng(r.string(1 << 16));
+    rng >> rng_;
+    if (rng.fail()) {
+        r.corrupt();
+    }
 }
 
 } // namespace om

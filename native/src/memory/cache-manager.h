@@ -17,6 +17,9 @@
 
 namespace om {
 
+class byte_writer;
+class byte_reader;
+
 // Runs one graph on the stream's scheduler: build(ctx, gf) adds the nodes and returns what uploads the
 // inputs once they are allocated; read() copies outputs out after the compute.
 using graph_builder = std::function<std::function<void()>(ggml_context *, ggml_cgraph *)>;
@@ -52,6 +55,12 @@ public:
 
     // Compacts every layer over its budget or text cap; returns whether any row was dropped.
     bool compact(const graph_runner & run);
+
+    // The rows (K, V, redundancy vectors, metadata) and the policy's state; load() expects a manager built
+    // with the same parameters and model and fails with OM_STATUS_BAD_FILE on anything inconsistent.
+    void save(byte_writer & w) const;
+    void load(byte_reader & r);
+    const std::vector<int32_t> & budget_table() const { return budget_; }
 
 private:
     std::vector<std::vector<float>> adjacent_cosines(const graph_runner & run, const std::vector<bool> & layers);

@@ -1,5 +1,7 @@
 #include "stream/media-block.h"
 
+#include "serialize.h"
+
 #include "media/image-preprocess.h"
 
 #include <cmath>
@@ -44,6 +46,42 @@ bool media_block::next_chunk_ready(bool final) const {
 
 bool media_block::has_pending() const {
     return pending_frames() > 0 || (has_audio && mel.n_ready() > 0);
+}
+
+void media_block::save(byte_writer & w) const {
+    w.value(has_video);
+    w.value(has_audio);
+    w.value(start);
+    w.value(fps);
+    w.value(frame_height);
+    w.value(frame_width);
+    w.value(resized_height);
+    w.value(resized_width);
+    w.vector(frames);
+    w.value(grids_done);
+    mel.save(w);
+    w.value(audio_tokens_done);
+    w.value(chunks_done);
+}
+
+void media_block::load(byte_reader & r) {
+    has_video = r.value<bool>();
+    has_audio = r.value<bool>();
+    start = r.value<int32_t>();
+    fps = r.value<float>();
+    frame_height = r.value<int32_t>();
+    frame_width = r.value<int32_t>();
+    resized_height = r.value<int32_t>();
+    resized_width = r.value<int32_t>();
+    frames = r.vector<uint8_t>(uint64_t(1) << 40);
+    grids_done = r.value<int64_t>();
+    mel.load(r);
+    audio_tokens_done = r.value<int64_t>();
+    chunks_done = r.value<int64_t>();
+    if (frame_height < 0 || frame_width < 0 ||
+        (frame_height > 0 && frames.size() % (size_t(frame_height) * size_t(frame_width) * 3) != 0)) {
+        r.corrupt();
+    }
 }
 
 } // namespace om

@@ -51,6 +51,9 @@ struct media_block {
     bool next_chunk_ready(bool final) const;
     // Whether anything is left to evaluate (after finish of the mel stream).
     bool has_pending() const;
+
+    void save(byte_writer & w) const;
+    void load(byte_reader & r);
 };
 
 } // namespace om

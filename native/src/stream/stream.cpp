@@ -24,6 +24,7 @@ om_stream::om_stream(om_model & model_, const om_stream_params & params_) : mode
             backends.push_back(init_backend(model, model.cpu_device));
         }
         memory = std::make_unique<cache_manager>(hp, params, ggml_backend_dev_buffer_type(model.device));
+        params.memory.budget = nullptr;   // copied by the cache manager; the caller's array may go away
 
         const om::projector * proj = model.projector.get();
         const int32_t audio_layers = proj != nullptr && proj->audio != nullptr ? proj->audio->n_layer : 0;

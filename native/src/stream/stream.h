@@ -10,6 +10,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,10 @@ struct om_stream {
     // Runs the vision tower on patches [n_patches][OM_IMAGE_PATCH_DIM] of a checked grid; writes
     // [n_tokens][n_embd] to out in raster order (t, h / merge, w / merge).
     void encode_image(const float * patches, const int32_t grid_thw[3], float * out);
+
+    // Writes the whole stream to path / restores one from such a file (see stream-file.cpp).
+    void save(const std::string & path) const;
+    static std::unique_ptr<om_stream> load(om_model & model, const std::string & path);
 
     void get_stats(om_stream_stats & out) const;
     void get_layer_stats(int32_t il, om_layer_stats & out) const;

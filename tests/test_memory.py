@@ -469,3 +469,37 @@ def test_broken_or_foreign_stream_files_are_refused(tiny_multimodal, tiny_gguf, 
     with pytest.raises(om.ModelNotFoundError):
         tiny_multimodal.load_stream(tmp_path / "missing.oms")
     assert not list(tmp_path.glob("*.part"))
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_a_30_minute_stream_stays_within_its_byte_budget(model):
+    """900 two-second chunks (250 visual + 50 audio rows each, as a 2 fps video with audio gives) under a
+    byte budget: the allocation never grows, every layer stays in budget, and the process memory is flat."""
+    budget = om.Budget(bytes=600_000)
+    rng = np.random.default_rng(8)
+    chunk = rng.normal(0, 1, (300, model.info.n_embd)).astype(np.float32)
+    mods = np.array([VISUAL] * 250 + [AUDIO] * 50, dtype=np.int8)
+    k = np.arange(250)
+    with model.stream("omnimem", budget=budget, n_extra=512) as s:
+        s.feed("Watch this.")
+        allocated = s.stats().kv_bytes_allocated
+        assert allocated <= 600_000
+        rss_after_warmup = None
+        for c in range(900):
+            p = s.next_position
+            visual = np.stack([p + k // 125 * 25, p + (k % 125) // 25, p + k % 25], axis=1)
+            audio = np.repeat(p + np.arange(50)[:, None], 3, axis=1)
+            s.feed_embeddings(chunk, np.concatenate([visual, audio]).astype(np.int32), mods)
+            if c == 150:
+                rss_after_warmup = resident_bytes()
+        stats = s.stats()
+        assert stats.kv_bytes_allocated == allocated and stats.kv_bytes <= allocated
+        for layer in stats.layers:
+            assert layer.rows["audio"] <= layer.budget[0] and layer.rows["visual"] <= layer.budget[1]
+        assert stats.compactions > 850                         # after every chunk once the budget filled
+        assert s.next_position > 900 * 50                       # stream time kept growing
+        assert resident_bytes() < 1.05 * rss_after_warmup

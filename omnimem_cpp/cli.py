@@ -3,6 +3,7 @@
     omnimem convert HF_DIR --outfile model.gguf --outtype q8_0
     omnimem info model.gguf
     omnimem run model.gguf --text "Some context ..." --ask "A question?"
+    omnimem run model.gguf --mmproj mmproj.gguf --input talk.mp4 --policy omnimem --budget 8k --ask "..."
     omnimem demo
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or input (missing file, bad option value).
@@ -43,11 +44,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .model import Model
 
-    with Model(args.model, n_threads=args.threads, device=args.device) as model:
-        with model.stream(n_ctx=args.n_ctx, kv_type=args.kv_type, system=args.system) as stream:
+    options = dict(policy=args.policy, budget=args.budget, text_cap=args.text_cap, redundancy=args.redundancy,
+                   n_ctx=args.n_ctx, kv_type=args.kv_type)
+    with Model(args.model, mmproj=args.mmproj, n_threads=args.threads, device=args.device) as model:
+        if args.resume:
+            stream = model.load_stream(args.resume)
+        else:
+            stream = model.stream(system=args.system, **options)
+        with stream:
             start = time.perf_counter()
             if args.text:
                 stream.feed(args.text)
+            if args.input:
+                _feed_media(stream, args.input, quiet=args.json)
             ingest_s = time.perf_counter() - start
             answers = []
             for question in args.ask:
@@ -65,10 +74,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     print()
                 answers.append({"question": question, "answer": answer,
                                 "seconds": round(time.perf_counter() - start, 3)})
+            if args.save:
+                stream.save(args.save)
+            stats = stream.stats()
             if args.json:
-                print(json.dumps({"model": args.model, "tokens_fed": stream.n_tokens,
-                                  "ingest_seconds": round(ingest_s, 3), "answers": answers}, indent=2))
+                print(json.dumps({"model": args.model, "policy": stream.policy, "tokens_fed": stream.n_tokens,
+                                  "ingest_seconds": round(ingest_s, 3), "kv_bytes": stats.kv_bytes,
+                                  "kv_bytes_allocated": stats.kv_bytes_allocated, "rows": stats.rows,
+                                  "compactions": stats.compactions, "answers": answers}, indent=2))
+            else:
+                print(f"memory: {stats.kv_bytes / 2**20:.1f} MiB in use of {stats.kv_bytes_allocated / 2**20:.1f} "
+                      f"MiB, rows per layer on average {_rows_per_layer(stats)}, {stats.compactions} compactions",
+                      file=sys.stderr)
     return EXIT_OK
+
+
+def _rows_per_layer(stats) -> str:
+    n = max(len(stats.layers), 1)
+    return ", ".join(f"{kind} {count / n:.0f}" for kind, count in stats.rows.items())
+
+
+def _feed_media(stream, source: str, *, quiet: bool) -> None:
+    """Streams a media file or URL into the stream chunk by chunk, with a progress bar."""
+    from tqdm import tqdm
+
+    from . import media
+
+    with media.open(source) as reader:
+        for chunk in tqdm(reader, total=reader.n_chunks, unit="chunk", desc="ingesting", disable=quiet):
+            stream.feed(chunk)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -90,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .convert import OUTTYPES, PROJECTOR_OUTTYPES
+    from .memory import POLICIES
 
     p = sub.add_parser(
         "convert", help="convert a Hugging Face Qwen2.5-Omni checkpoint to GGUF",
@@ -117,17 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
-        "run", help="feed text to a model and ask questions", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Load a model, feed text into a stream and answer questions about it.",
-        epilog='Example:\n  omnimem run model.gguf --text "Ann has 3 cats." --ask "How many cats?" --ask "Who?"')
+        "run", help="stream text or media into a model and ask questions",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load a model, feed text and/or a video into a stream under a memory policy and budget, and "
+                    "answer questions about it.",
+        epilog='Examples:\n  omnimem run model.gguf --text "Ann has 3 cats." --ask "How many cats?" --ask "Who?"\n'
+               '  omnimem run model.gguf --mmproj mmproj.gguf --input talk.mp4 --policy omnimem --budget 8k \\\n'
+               '      --ask "What was on the slide when the bell rang?"\n'
+               '  omnimem run model.gguf --mmproj mmproj.gguf --input part1.mp4 --policy omnimem --budget 2GB '
+               '--save talk.oms\n'
+               '  omnimem run model.gguf --mmproj mmproj.gguf --resume talk.oms --input part2.mp4 --ask "And then?"')
     p.add_argument("model", help="text-model GGUF")
-    p.add_argument("--text", help="text fed into the stream before the questions")
+    p.add_argument("--mmproj", help="the projector GGUF (vision and audio encoders), needed for --input")
+    p.add_argument("--input", help="a video or audio file (or URL) streamed in 2-second chunks")
+    p.add_argument("--text", help="text fed into the stream (before --input)")
     p.add_argument("--ask", action="append", default=[], help="a question (repeatable)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-ctx", type=int, default=4096, help="memory rows per layer")
+    p.add_argument("--policy", default="full", choices=tuple(POLICIES),
+                   help="how memory is bounded (default full: keep everything)")
+    p.add_argument("--budget", help="media rows kept per layer on average (8k), bytes of K/V memory (2GB), or a "
+                                    "budget table from `omnimem calibrate` (budget.json)")
+    p.add_argument("--text-cap", type=int, default=0, help="most text rows kept after the first media (0: all)")
+    p.add_argument("--redundancy", default="value", choices=("value", "hidden"),
+                   help="vectors omnimem compares neighbours with (hidden: exact, more memory)")
+    p.add_argument("--save", metavar="FILE", help="save the stream to FILE afterwards (resume with --resume)")
+    p.add_argument("--resume", metavar="FILE", help="continue a stream saved with --save (memory options come "
+                                                    "from the file)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="memory rows per layer of an unbounded (full) stream")
     p.add_argument("--kv-type", default="f16", choices=("f16", "f32"))
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")

@@ -47,3 +47,23 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     proc = omnimem(*args, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr.lower()
+
+
+def test_run_streams_a_video_under_a_budget_saves_and_resumes(tmp_path):
+    from omnimem_cpp.demo import DEMO_MODEL, DEMO_PROJECTOR, write_demo_clip
+
+    clip = write_demo_clip(tmp_path / "clip.mp4", seconds=6)
+    common = [DEMO_MODEL, "--mmproj", DEMO_PROJECTOR, "--threads", "1", "--max-tokens", "2", "--json"]
+    proc = omnimem("run", *common, "--input", clip, "--policy", "omnimem", "--budget", "64",
+                   "--ask", "What?", "--save", tmp_path / "s.oms", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads(proc.stdout)
+    assert first["policy"] == "omnimem" and first["compactions"] > 0 and len(first["answers"]) == 1
+    n_layer = om.Model(DEMO_MODEL).info.n_layer
+    assert first["rows"]["visual"] + first["rows"]["audio"] <= 64 * n_layer
+    proc = omnimem("run", *common, "--resume", tmp_path / "s.oms", "--input", clip, "--ask", "And?", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads(proc.stdout)
+    assert second["policy"] == "omnimem" and second["tokens_fed"] > first["tokens_fed"]
+    proc = omnimem("run", *common, "--policy", "omnimem", "--budget", "lots", cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot read the budget" in proc.stderr

@@ -4,6 +4,7 @@
     omnimem info model.gguf
     omnimem run model.gguf --text "Some context ..." --ask "A question?"
     omnimem run model.gguf --mmproj mmproj.gguf --input talk.mp4 --policy omnimem --budget 8k --ask "..."
+    omnimem calibrate model.gguf --mmproj mmproj.gguf clip1.mp4 clip2.mp4 --budget 8k -o budget.json
     omnimem demo
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or input (missing file, bad option value).
@@ -105,6 +106,22 @@ def _feed_media(stream, source: str, *, quiet: bool) -> None:
             stream.feed(chunk)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+    from .model import Model
+
+    with Model(args.model, mmproj=args.mmproj, n_threads=args.threads, device=args.device) as model:
+        table = calibrate(model, args.clips, budget=args.budget, temperature=args.temperature,
+                          av_ratio=args.av_ratio, skip_chunks=args.skip_chunks, max_seconds=args.max_seconds)
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=1)
+    layers = table["layers"]
+    audio = sum(a for a, _ in layers) / max(sum(a + v for a, v in layers), 1)
+    print(f"wrote {args.output}: {len(layers)} layers, {table['average']} media rows per layer on average, "
+          f"{audio:.0%} of them audio, first layer {layers[0]}, last layer {layers[-1]}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -187,6 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "calibrate", help="measure a model on sample clips and write a per-layer budget table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Stream sample clips through the model, measure each layer's attention entropy and token "
+                    "redundancy for audio and visual tokens, and allocate a budget over layers and modalities "
+                    "as the OmniMem method does. The table (JSON) is what --budget / budget= take.",
+        epilog="Example:\n  omnimem calibrate model.gguf --mmproj mmproj.gguf talk1.mp4 talk2.mp4 --budget 8k "
+               "-o budget.json\n  omnimem run model.gguf --mmproj mmproj.gguf --input talk3.mp4 --policy omnimem "
+               "--budget budget.json --ask \"...\"")
+    p.add_argument("model", help="text-model GGUF")
+    p.add_argument("clips", nargs="+", help="sample video/audio files (or URLs)")
+    p.add_argument("--mmproj", required=True, help="the projector GGUF (vision and audio encoders)")
+    p.add_argument("--budget", default="8k", help="media rows per layer on average (default 8k)")
+    p.add_argument("--output", "-o", required=True, help="the JSON budget table to write")
+    p.add_argument("--temperature", type=float, default=0.2, help="T of the softmax over layers (default 0.2)")
+    p.add_argument("--av-ratio", type=float, default=5.0, help="r, visual weight against audio (default 5)")
+    p.add_argument("--skip-chunks", type=int, default=5, help="chunks at each clip's start left out (default 5)")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="seconds of each clip used (default 120)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("demo", help="stream a video through the embedded demo model",
                        description="Write a short synthetic video with sound, stream it through the small model "

@@ -67,3 +67,20 @@ def test_run_streams_a_video_under_a_budget_saves_and_resumes(tmp_path):
     assert second["policy"] == "omnimem" and second["tokens_fed"] > first["tokens_fed"]
     proc = omnimem("run", *common, "--policy", "omnimem", "--budget", "lots", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot read the budget" in proc.stderr
+
+
+def test_calibrate_writes_a_table_that_run_takes(tmp_path):
+    from omnimem_cpp.demo import DEMO_MODEL, DEMO_PROJECTOR, write_demo_clip
+
+    clip = write_demo_clip(tmp_path / "clip.mp4", seconds=6)
+    proc = omnimem("calibrate", DEMO_MODEL, clip, "--mmproj", DEMO_PROJECTOR, "--budget", "96", "-o",
+                   tmp_path / "budget.json", "--threads", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((tmp_path / "budget.json").read_text())
+    n_layer = om.Model(DEMO_MODEL).info.n_layer
+    assert len(table["layers"]) == n_layer
+    assert abs(sum(a + v for a, v in table["layers"]) - 96 * n_layer) <= n_layer   # rounding per layer
+    proc = omnimem("run", DEMO_MODEL, "--mmproj", DEMO_PROJECTOR, "--input", clip, "--policy", "omnimem",
+                   "--budget", tmp_path / "budget.json", "--json", "--threads", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["compactions"] > 0

@@ -322,6 +322,17 @@ OM_API om_status om_stream_save(const om_stream * stream, const char * path);
 // open). A truncated or corrupted file gives OM_STATUS_BAD_FILE, another model OM_STATUS_MODEL_MISMATCH.
 OM_API om_status om_stream_load(om_model * model, const char * path, om_stream ** out_stream);
 
+// Calibration of a budget table (`omnimem calibrate`): while on, every evaluated batch with media adds each
+// layer's signals of the method's budget allocation: for audio keys, visual keys and both together, the
+// attention entropy of the batch's last 32 queries over those keys (softmax of the head-averaged logits
+// restricted to them, in nats) and the redundancy 1 - mean cosine of adjacent tokens of the modality (layer
+// inputs). Turning it off discards what was measured.
+OM_API om_status om_stream_calibrate(om_stream * stream, bool on);
+
+// The means measured so far: out[n_layer][3][2] = (entropy, redundancy) for audio, visual and both; NaN where
+// nothing was measured. n is out's capacity in floats.
+OM_API om_status om_stream_get_calibration(const om_stream * stream, float * out, int32_t n);
+
 // Bytes one row of one layer takes with the given stream parameters (K and V, plus the hidden state when
 // memory.redundancy is OM_REDUNDANCY_HIDDEN): what a byte budget divides by.
 OM_API int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params);

@@ -71,6 +71,24 @@ om_status om_stream_load(om_model * model, const char * path, om_stream ** out_s
     });
 }
 
+om_status om_stream_calibrate(om_stream * stream, bool on) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->set_calibration(on);
+    });
+}
+
+om_status om_stream_get_calibration(const om_stream * stream, float * out, int32_t n) {
+    return guarded([&] {
+        require(stream != nullptr && out != nullptr, "stream and out must not be NULL");
+        const std::vector<float> means = stream->calibration_means();
+        if (n < int32_t(means.size())) {
+            fail(OM_STATUS_BUFFER_TOO_SMALL, "the calibration needs %zu floats, the buffer holds %d", means.size(), n);
+        }
+        std::copy(means.begin(), means.end(), out);
+    });
+}
+
 int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params) {
     if (model == nullptr || params == nullptr) {
         return 0;

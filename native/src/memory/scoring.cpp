@@ -4,8 +4,7 @@
 
 namespace om {
 
-ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
-                                 int64_t n_head_kv) {
+ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv) {
     const int64_t head_dim = q->ne[0], n_head = q->ne[1], n_tokens = q->ne[2];
     const int64_t group = n_head / n_head_kv;
     ggml_tensor * summed = q;
@@ -17,8 +16,12 @@ ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tenso
     summed = ggml_reshape_2d(ctx, ggml_cont(ctx, summed), head_dim * n_head_kv, n_tokens);
     ggml_tensor * logits = ggml_mul_mat(ctx, keys, summed);               // [n_kv, n_tokens]
     ggml_prec_set_acc(logits, GGML_PREC_F32);
-    const float scale = 1.0f / (float(n_head) * std::sqrt(float(head_dim)));
-    ggml_tensor * probs = ggml_soft_max_ext(ctx, logits, mask, scale, 0.0f);
+    return ggml_scale(ctx, logits, 1.0f / (float(n_head) * std::sqrt(float(head_dim))));
+}
+
+ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
+                                 int64_t n_head_kv) {
+    ggml_tensor * probs = ggml_soft_max_ext(ctx, head_averaged_logits(ctx, q, keys, n_head_kv), mask, 1.0f, 0.0f);
     ggml_tensor * per_row = ggml_sum_rows(ctx, ggml_cont(ctx, ggml_transpose(ctx, probs)));  // [1, n_kv]
     return ggml_reshape_1d(ctx, per_row, per_row->ne[1]);
 }

@@ -1,8 +1,10 @@
 #include "model/qwen2vl.h"
 
+#include "memory/calibration.h"
 #include "memory/scoring.h"
 #include "model/graph-ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -36,7 +38,7 @@ static ggml_tensor * attention(ggml_context * ctx, const kv_cache & kv, int32_t 
 
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
                                   const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash,
-                                  const std::vector<bool> & score_layers) {
+                                  const std::vector<bool> & score_layers, bool calibrate) {
     const text_hparams & hp = model.hparams;
     decoder_graph g;
     g.n_tokens = n_tokens;
@@ -55,6 +57,8 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
     ggml_set_input(g.positions);
 
     g.received.assign(size_t(hp.n_layer), nullptr);
+    g.calib_logits.assign(size_t(hp.n_layer), nullptr);
+    g.calib_inputs.assign(size_t(hp.n_layer), nullptr);
     std::vector<size_t> slot_of_layer(size_t(hp.n_layer));
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const int32_t n_past = kv.n_rows(il);
@@ -106,6 +110,18 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
             g.received[size_t(il)] = attention_received(ctx, q, keys, sl.mask, hp.n_head_kv);
             ggml_set_output(g.received[size_t(il)]);
             ggml_build_forward_expand(gf, g.received[size_t(il)]);
+        }
+        if (calibrate) {
+            const int64_t n_q = std::min<int64_t>(calibration::k_queries, n_tokens);
+            ggml_tensor * keys = ggml_view_2d(ctx, kv.k(il), hp.n_embd_kv(), n_kv, kv.k(il)->nb[1], 0);
+            ggml_tensor * last_q = ggml_view_3d(ctx, q, q->ne[0], q->ne[1], n_q, q->nb[1], q->nb[2],
+                                                q->nb[2] * size_t(n_tokens - n_q));
+            g.calib_logits[size_t(il)] = head_averaged_logits(ctx, last_q, keys, hp.n_head_kv);
+            g.calib_inputs[size_t(il)] = x;
+            for (ggml_tensor * t : {g.calib_logits[size_t(il)], x}) {
+                ggml_set_output(t);
+                ggml_build_forward_expand(gf, t);
+            }
         }
 
         ggml_tensor * a = attention(ctx, kv, il, hp, q, sl.mask, n_kv, /*flash=*/flash);

@@ -25,16 +25,20 @@ struct decoder_graph {
     // per layer, F32 [n_past + n_tokens]: attention each row received from this batch's queries (the cache
     // manager's importance signal), or NULL where not asked for
     std::vector<ggml_tensor *> received;
+    // per layer, when calibrating: F32 [n_kv, n_q] head-averaged logits of the batch's last n_q queries, and
+    // F32 [n_embd, n_tokens] the layer's input hidden states
+    std::vector<ggml_tensor *> calib_logits, calib_inputs;
 };
 
 // Builds the forward graph of n_tokens new inputs (token ids, or embeddings when from_embeddings) over
 // the stream memory `kv` into gf. The K/V of the new tokens are written into kv's storage at each layer's
 // next rows (and each layer's input hidden states, where kv stores them). flash: ggml's flash-attention
 // kernel (F16 memory) instead of an explicit softmax(QK^T)V (F32 memory, the exact reference path).
-// score_layers: the layers whose attention received to compute (empty: none).
+// score_layers: the layers whose attention received to compute (empty: none). calibrate: also output the
+// signals of the budget allocation (memory/calibration.h).
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
                                   const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash,
-                                  const std::vector<bool> & score_layers);
+                                  const std::vector<bool> & score_layers, bool calibrate);
 
 // Uploads the inputs (token ids or embeddings [n_tokens][n_embd]), positions ([n_tokens][3]: t, h, w),
 // write indices and causal masks into the graph, after the scheduler allocated them.

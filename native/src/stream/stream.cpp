@@ -104,10 +104,12 @@ void om_stream::eval_batch(const batch & b, const std::vector<bool> & score_laye
                                  "needed");
     }
     const bool flash = kv.type() == GGML_TYPE_F16;
+    const bool calibrate = calibration && std::any_of(b.modality, b.modality + b.n,
+                                                      [](modality m) { return m != modality::text; });
     decoder_graph g;
     compute(
         [&](ggml_context * ctx, ggml_cgraph * gf) {
-            g = build_qwen2vl_graph(ctx, gf, model, kv, b.n, b.embeddings != nullptr, flash, score_layers);
+            g = build_qwen2vl_graph(ctx, gf, model, kv, b.n, b.embeddings != nullptr, flash, score_layers, calibrate);
             return [&] { set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions); };
         },
         [&] {
@@ -120,6 +122,9 @@ void om_stream::eval_batch(const batch & b, const std::vector<bool> & score_laye
                     ggml_backend_tensor_get(t, received.data(), 0, ggml_nbytes(t));
                     memory->add_received(il, received.data(), int32_t(received.size()));
                 }
+            }
+            if (calibrate) {
+                read_calibration(g, b);
             }
         });
 
@@ -333,6 +338,43 @@ void om_stream::rollback(int32_t n) {
     n_tokens = n;
     next_pos = pos;
     logits.clear();
+}
+
+void om_stream::read_calibration(const om::decoder_graph & g, const batch & b) {
+    using namespace om;
+    std::vector<float> logits, inputs;
+    std::vector<modality> key_mod;
+    for (int32_t il = 0; il < memory->kv().n_layer(); ++il) {
+        ggml_tensor * l = g.calib_logits[size_t(il)];
+        ggml_tensor * x = g.calib_inputs[size_t(il)];
+        logits.resize(size_t(ggml_nelements(l)));
+        inputs.resize(size_t(ggml_nelements(x)));
+        ggml_backend_tensor_get(l, logits.data(), 0, ggml_nbytes(l));
+        ggml_backend_tensor_get(x, inputs.data(), 0, ggml_nbytes(x));
+        key_mod.clear();
+        for (const row_meta & r : memory->kv().rows(il)) {
+            key_mod.push_back(r.mod);
+        }
+        key_mod.insert(key_mod.end(), b.modality, b.modality + b.n);
+        calibration->add(il, logits.data(), int32_t(l->ne[1]), int32_t(l->ne[0]), key_mod.data(), inputs.data(), b.n,
+                         int32_t(x->ne[0]));
+    }
+}
+
+void om_stream::set_calibration(bool on) {
+    if (!on) {
+        calibration.reset();
+    } else if (!calibration) {
+        calibration = std::make_unique<om::calibration>(model.hparams.n_layer);
+    }
+}
+
+std::vector<float> om_stream::calibration_means() const {
+    if (!calibration) {
+        om::fail(OM_STATUS_INVALID_ARGUMENT, "the stream is not calibrating: call om_stream_calibrate(stream, true) "
+                 "before feeding the calibration media");
+    }
+    return calibration->means();
 }
 
 void om_stream::get_stats(om_stream_stats & out) const {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "memory/cache-manager.h"
+#include "memory/calibration.h"
+#include "model/qwen2vl.h"
 #include "model/model.h"
 #include "stream/media-block.h"
 
@@ -47,12 +49,17 @@ struct om_stream {
     void save(const std::string & path) const;
     static std::unique_ptr<om_stream> load(om_model & model, const std::string & path);
 
+    // Calibration (om_stream_calibrate): while on, every batch with media adds each layer's signals.
+    void set_calibration(bool on);
+    std::vector<float> calibration_means() const;
+
     void get_stats(om_stream_stats & out) const;
     void get_layer_stats(int32_t il, om_layer_stats & out) const;
 
     om_model & model;
     om_stream_params params;
     std::unique_ptr<om::cache_manager> memory;
+    std::unique_ptr<om::calibration> calibration;   // while calibrating
     std::vector<float> logits;           // of the last evaluated token; empty when unavailable
     int32_t n_tokens = 0;                // tokens fed
     int32_t next_pos = 0;                // 1 + the largest position on any axis so far (TMRoPE's rule)
@@ -71,6 +78,7 @@ private:
     // and rolled back leaves the memory as it was).
     void feed(const batch & all, bool compact);
     void eval_batch(const batch & b, const std::vector<bool> & score_layers);
+    void read_calibration(const om::decoder_graph & g, const batch & b);
     void compact_memory();                  // runs the cache manager's compaction; fixes the past
     // Returns to n_tokens_before / next_pos_before after a failed change (rows past it dropped).
     void restore(int32_t n_tokens_before, int32_t next_pos_before);

@@ -503,3 +503,61 @@ def test_a_30_minute_stream_stays_within_its_byte_budget(model):
         assert stats.compactions > 850                         # after every chunk once the budget filled
         assert s.next_position > 900 * 50                       # stream time kept growing
         assert resident_bytes() < 1.05 * rss_after_warmup
+
+
+def test_calibration_signals_equal_transformers(model, tiny_reference):
+    """The per-layer entropy and redundancy om_stream_calibrate measures on a chunk equal the same
+    quantities computed from transformers' queries, keys and hidden states."""
+    from omnimem_cpp._native import check, ffi, lib
+
+    ref = tiny_reference("base")
+    embd, pos, mods, ends = scenario(ref, chunks=(20, 40), seed=9)
+    n, start = ends[-2], ends[-3]
+    with model.stream(kv_type="f32") as s:
+        s.feed_embeddings(embd[:start], pos[:start], mods[:start])
+        check(lib.om_stream_calibrate(s.handle, True))
+        s.feed_embeddings(embd[start:n], pos[start:n], mods[start:n])
+        measured = np.empty(2 * 6, dtype=np.float32)
+        check(lib.om_stream_get_calibration(s.handle, ffi.from_buffer("float[]", measured), measured.size))
+    measured = measured.reshape(2, 3, 2)
+
+    groups = [mods[:n] == AUDIO, mods[:n] == VISUAL, mods[:n] != TEXT]
+    for il, sig in enumerate(transformers_layer_signals(ref, embd[:n], pos[:n])):
+        q, k = sig["queries"], sig["keys"]
+        n_head, head_dim = q.shape[1], q.shape[2]
+        repeated = np.repeat(k, n_head // k.shape[1], axis=1).astype(np.float64)
+        rows = np.arange(n - 32, n)
+        logits = np.einsum("chd,nhd->cn", q[rows].astype(np.float64), repeated) / (n_head * math.sqrt(head_dim))
+        for g, in_group in enumerate(groups):
+            entropies = []
+            for i, row in enumerate(rows):
+                s_ = logits[i, : row + 1][in_group[: row + 1]]
+                p = np.exp(s_ - s_.max())
+                p /= p.sum()
+                entropies.append(-(p * np.log(p)).sum())
+            chunk_rows = np.flatnonzero(in_group[start:n]) + start
+            h = sig["hidden"][chunk_rows].astype(np.float64)
+            unit = h / np.linalg.norm(h, axis=1, keepdims=True)
+            redundancy = 1 - (unit[:-1] * unit[1:]).sum(axis=1).mean()
+            np.testing.assert_allclose(measured[il, g], [np.mean(entropies), redundancy], rtol=1e-4,
+                                       err_msg=f"layer {il} group {g}")
+
+
+def test_allocation_follows_the_method():
+    """omnimem-method §2 on hand-made signals: the softmax over layers, the audio/visual split with ratio r."""
+    from omnimem_cpp.calibrate import allocate
+
+    entropy = np.array([[2.0, 3.0, 3.5], [1.0, 2.0, 2.2], [0.5, 1.0, 1.1]])
+    redundancy = np.array([[0.25, 0.16, 0.2], [0.36, 0.09, 0.2], [0.04, 0.01, 0.02]])
+    signals = np.stack([entropy, redundancy], axis=-1)
+    table = allocate(signals, 100, temperature=0.5, av_ratio=4.0)
+    b_all = entropy[:, 2] * np.sqrt((redundancy[:, 0] + redundancy[:, 1]) / 2)
+    total = 300 * np.exp(b_all / 0.5) / np.exp(b_all / 0.5).sum()
+    b_a, b_v = entropy[:, 0] * np.sqrt(redundancy[:, 0]), entropy[:, 1] * np.sqrt(redundancy[:, 1])
+    for (audio, visual), t, a, v in zip(table, total, b_a, b_v):
+        assert audio + visual == round(t)
+        assert abs(audio - t * a / (a + 4.0 * v)) <= 1
+    assert table[0][0] + table[0][1] > table[2][0] + table[2][1]    # the layer with more spread gets more
+    no_audio = signals.copy()
+    no_audio[:, 0, :] = np.nan
+    assert all(audio == 0 for audio, _ in allocate(no_audio, 100))

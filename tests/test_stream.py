@@ -151,3 +151,23 @@ def test_model_info_reports_the_file(tiny_gguf, tiny_thinker):
     assert info.n_embd_head * info.n_head == text["hidden_size"]
     assert list(info.rope_sections[:3]) == text["rope_scaling"]["mrope_section"]
     assert info.n_vocab == text["vocab_size"]
+
+
+def test_streams_on_one_model_in_parallel_threads_match_sequential_runs(model):
+    """Weights are shared, each stream owns its memory and scheduler: streams fed from several threads at
+    once give the logits they give one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"Story {i}: " + " ".join(["once upon a time"] * (5 + 3 * i)) for i in range(4)]
+
+    def run(text):
+        with model.stream() as s:
+            for word in text.split(" ")[::4]:
+                s.feed(word)
+            return s.logits()
+
+    sequential = [run(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(run, texts))
+    for a, b in zip(sequential, parallel):
+        np.testing.assert_array_equal(a, b)

@@ -224,3 +224,8 @@ def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tm
         # 5 s at 2 fps = 10 frames = 5 temporal patches; 5 s of audio = 125 tokens; 4 framing tokens
         assert s.n_tokens == 5 * (vh // 28) * (vw // 28) + 125 + 4
 
+
+
+def test_a_projector_of_another_width_is_refused(tiny_gguf, tiny_projector):
+    with pytest.raises(om.ModelMismatchError, match="64|96"):
+        om.Model(tiny_gguf("wide", "f32"), mmproj=tiny_projector)

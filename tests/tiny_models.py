@@ -67,6 +67,9 @@ TEXT_CONFIGS = {
     # An FFN width that is not a multiple of 32, so ffn_down rows cannot be block-quantized.
     "odd_ffn": dict(vocab_size=1024, hidden_size=64, intermediate_size=200, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, mrope_section=[2, 3, 3], tie_word_embeddings=False),
+    # Wider than the encoders' 64-wide output: a projector of another config does not fit it.
+    "wide": dict(vocab_size=1024, hidden_size=96, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, mrope_section=[4, 4, 4], tie_word_embeddings=False),
 }
 
 _VISION_CONFIG = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=64,

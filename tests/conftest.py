@@ -74,3 +74,24 @@ def tiny_multimodal(tiny_gguf, tiny_projector):
 
     with om.Model(tiny_gguf("base", "f32"), mmproj=tiny_projector, n_threads=2) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def tiny_multimodal_of(tiny_thinker, tiny_gguf, tmp_path_factory):
+    """Factory: tiny_multimodal_of(config) -> that tiny thinker loaded with its F32 projector (2 threads), for
+    encoder variants (tiny_models.ENCODER_CONFIGS); "base" is tiny_multimodal's."""
+    import omnimem_cpp as om
+    from omnimem_cpp.convert import convert_projector
+
+    models = {}
+
+    def make(config):
+        if config not in models:
+            out = tmp_path_factory.mktemp(f"mmproj-{config}") / "mmproj-f32.gguf"
+            projector = convert_projector(tiny_thinker(config), out, "f32", progress=False)
+            models[config] = om.Model(tiny_gguf(config, "f32"), mmproj=projector, n_threads=2)
+        return models[config]
+
+    yield make
+    for model in models.values():
+        model.close()

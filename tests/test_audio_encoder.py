@@ -27,10 +27,12 @@ def reference_audio(reference, mel: np.ndarray) -> np.ndarray:
 
 
 # 2 s exactly, 5.3 s (chunks 200/200/130), an odd-length tail, 10 s, and less than one chunk
+@pytest.mark.parametrize("config", ["base", "encoders_alt"])
 @pytest.mark.parametrize("n_frames", [200, 530, 399, 1000, 37])
-def test_audio_embeddings_match_transformers(model, tiny_reference, n_frames):
+def test_audio_embeddings_match_transformers(tiny_multimodal_of, tiny_reference, n_frames, config):
+    model = tiny_multimodal_of(config)
     mel = np.random.default_rng(n_frames).normal(0, 1, (128, n_frames)).astype(np.float32)
-    expected = reference_audio(tiny_reference("base"), mel)
+    expected = reference_audio(tiny_reference(config), mel)
     with model.stream(n_ctx=8) as s:
         ours = s.encode_audio(mel)
     assert ours.shape == expected.shape == (((n_frames - 1) // 2 + 1) // 2, model.info.n_embd)

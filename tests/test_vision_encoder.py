@@ -46,12 +46,14 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("config", ["base", "encoders_alt"])
 @pytest.mark.parametrize("case", CASES)
-def test_vision_embeddings_match_transformers(model, tiny_reference, case):
+def test_vision_embeddings_match_transformers(tiny_multimodal_of, tiny_reference, case, config):
+    model = tiny_multimodal_of(config)
     shape, limits, grid = CASES[case]
     patches, got_grid = media.image_patches(frames(shape), **limits)
     assert got_grid == grid
-    expected = reference_vision(tiny_reference("base"), patches, grid)
+    expected = reference_vision(tiny_reference(config), patches, grid)
     with model.stream(n_ctx=8) as s:
         ours = s.encode_image(patches, grid)
     assert ours.shape == expected.shape == (grid[0] * grid[1] // 2 * grid[2] // 2, model.info.n_embd)

@@ -78,6 +78,14 @@ _VISION_CONFIG = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64
 _AUDIO_CONFIG = dict(num_mel_bins=128, d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
                      output_dim=64, n_window=100, max_source_positions=1500)
 
+# Encoder variants (the text model as in "base"): four vision blocks, every second with full attention (the only
+# layout the projector format expresses), three audio layers; three heads of 16, widths not a power of two.
+ENCODER_CONFIGS = {
+    "encoders_alt": (dict(_VISION_CONFIG, depth=4, hidden_size=48, num_heads=3, intermediate_size=80,
+                          fullatt_block_indexes=[1, 3]),
+                     dict(_AUDIO_CONFIG, d_model=48, encoder_layers=3, encoder_attention_heads=3, encoder_ffn_dim=96)),
+}
+
 # Tensors of the full Omni checkpoint that a text conversion must ignore.
 _FULL_CHECKPOINT_EXTRAS = ("talker.model.norm.weight", "token2wav.code2wav_dit_model.proj.weight")
 
@@ -163,15 +171,16 @@ def train_tokenizer(out_dir, vocab_size: int = TRAINED_VOCAB) -> pathlib.Path:
 
 def thinker_config_dict(config: str = "base") -> dict:
     """The Qwen2_5OmniThinkerConfig keyword arguments of a named tiny variant (see TEXT_CONFIGS)."""
-    if config not in TEXT_CONFIGS:
-        raise KeyError(f"unknown tiny config {config!r}; choose one of {sorted(TEXT_CONFIGS)}")
-    text = dict(TEXT_CONFIGS[config])
+    if config not in TEXT_CONFIGS and config not in ENCODER_CONFIGS:
+        raise KeyError(f"unknown tiny config {config!r}; choose one of {sorted(TEXT_CONFIGS) + sorted(ENCODER_CONFIGS)}")
+    text = dict(TEXT_CONFIGS.get(config, TEXT_CONFIGS["base"]))
+    vision, audio = ENCODER_CONFIGS.get(config, (_VISION_CONFIG, _AUDIO_CONFIG))
     text["rope_scaling"] = {"mrope_section": text.pop("mrope_section"), "rope_type": "default"}
     text.update(max_position_embeddings=4096, rope_theta=1e6, rms_norm_eps=1e-6,
                 bos_token_id=TOKEN_IDS["<|endoftext|>"], eos_token_id=TOKEN_IDS["<|im_end|>"],
                 pad_token_id=TOKEN_IDS["<|endoftext|>"])
     return dict(
-        text_config=text, vision_config=dict(_VISION_CONFIG), audio_config=dict(_AUDIO_CONFIG),
+        text_config=text, vision_config=dict(vision), audio_config=dict(audio),
         audio_token_index=TOKEN_IDS["<|AUDIO|>"], image_token_index=TOKEN_IDS["<|IMAGE|>"],
         video_token_index=TOKEN_IDS["<|VIDEO|>"], audio_start_token_id=TOKEN_IDS["<|audio_bos|>"],
         audio_end_token_id=TOKEN_IDS["<|audio_eos|>"], vision_start_token_id=TOKEN_IDS["<|vision_bos|>"],

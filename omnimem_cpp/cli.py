@@ -128,6 +128,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(n_threads=args.threads, clip=args.clip)
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnimem",
@@ -200,8 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "from the file)")
     p.add_argument("--n-ctx", type=int, default=4096, help="memory rows per layer of an unbounded (full) stream")
     p.add_argument("--kv-type", default="f16", choices=("f16", "f32"))
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
+    _add_device_options(p)
     p.add_argument("--json", action="store_true", help="print the answers as JSON")
     p.set_defaults(func=_cmd_run)
 
@@ -223,8 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--av-ratio", type=float, default=5.0, help="r, visual weight against audio (default 5)")
     p.add_argument("--skip-chunks", type=int, default=5, help="chunks at each clip's start left out (default 5)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="seconds of each clip used (default 120)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
+    _add_device_options(p)
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("demo", help="stream a video through the embedded demo model",

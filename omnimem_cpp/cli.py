@@ -53,6 +53,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             stream = model.stream(system=args.system, **options)
         with stream:
+            if args.interactive:
+                return _interactive(stream, args)
             start = time.perf_counter()
             if args.text:
                 stream.feed(args.text)
@@ -87,6 +89,54 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"memory: {stats.kv_bytes / 2**20:.1f} MiB in use of {stats.kv_bytes_allocated / 2**20:.1f} "
                       f"MiB, rows per layer on average {_rows_per_layer(stats)}, {stats.compactions} compactions",
                       file=sys.stderr)
+    return EXIT_OK
+
+
+def _interactive(stream, args: argparse.Namespace) -> int:
+    """Ingests --input in the background while answering questions typed on the terminal; each answer sees
+    everything ingested up to the moment it is asked (the stream's lock orders the two)."""
+    import threading
+
+    if args.text:
+        stream.feed(args.text)
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def ingest() -> None:
+        from . import media
+
+        try:
+            with media.open(args.input) as reader:
+                for chunk in reader:
+                    if stop.is_set():
+                        return
+                    stream.feed(chunk)
+            print("[the input has been ingested]", file=sys.stderr, flush=True)
+        except BaseException as e:   # reported to the user from the main thread
+            failure.append(e)
+
+    worker = threading.Thread(target=ingest, daemon=True) if args.input else None
+    if worker is not None:
+        worker.start()
+    print("Ask questions about the stream (an empty line or Ctrl-D ends).", file=sys.stderr, flush=True)
+    try:
+        for line in sys.stdin:
+            question = line.strip()
+            if not question:
+                break
+            if failure:
+                raise failure[0]
+            print("A: ", end="", flush=True)
+            for piece in stream.ask(question, max_tokens=args.max_tokens, temperature=args.temperature,
+                                    seed=args.seed, stream=True):
+                print(piece, end="", flush=True)
+            print(f"\n[{stream.n_tokens} tokens ingested]", flush=True)
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join()
+    if failure:
+        raise failure[0]
     return EXIT_OK
 
 
@@ -183,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                '      --ask "What was on the slide when the bell rang?"\n'
                '  omnimem run model.gguf --mmproj mmproj.gguf --input part1.mp4 --policy omnimem --budget 2GB '
                '--save talk.oms\n'
-               '  omnimem run model.gguf --mmproj mmproj.gguf --resume talk.oms --input part2.mp4 --ask "And then?"')
+               '  omnimem run model.gguf --mmproj mmproj.gguf --resume talk.oms --input part2.mp4 --ask "And then?"\n'
+               '  omnimem run model.gguf --mmproj mmproj.gguf --input rtsp://camera/stream --policy omnimem '
+               '--budget 2GB -i')
     p.add_argument("model", help="text-model GGUF")
     p.add_argument("--mmproj", help="the projector GGUF (vision and audio encoders), needed for --input")
     p.add_argument("--input", help="a video or audio file (or URL) streamed in 2-second chunks")
@@ -200,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-cap", type=int, default=0, help="most text rows kept after the first media (0: all)")
     p.add_argument("--redundancy", default="value", choices=("value", "hidden"),
                    help="vectors omnimem compares neighbours with (hidden: exact, more memory)")
+    p.add_argument("--interactive", "-i", action="store_true",
+                   help="answer questions typed on the terminal while --input is ingested in the background")
     p.add_argument("--save", metavar="FILE", help="save the stream to FILE afterwards (resume with --resume)")
     p.add_argument("--resume", metavar="FILE", help="continue a stream saved with --save (memory options come "
                                                     "from the file)")

@@ -84,3 +84,17 @@ def test_calibrate_writes_a_table_that_run_takes(tmp_path):
                    "--budget", tmp_path / "budget.json", "--json", "--threads", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["compactions"] > 0
+
+
+def test_interactive_run_answers_while_ingesting(tmp_path):
+    from omnimem_cpp.demo import DEMO_MODEL, DEMO_PROJECTOR, write_demo_clip
+
+    clip = write_demo_clip(tmp_path / "clip.mp4", seconds=6)
+    exe = shutil.which("omnimem")
+    if exe is None:
+        pytest.skip("the omnimem console script is not installed")
+    proc = subprocess.run([exe, "run", str(DEMO_MODEL), "--mmproj", str(DEMO_PROJECTOR), "--input", str(clip),
+                           "--policy", "omnimem", "--budget", "64", "--max-tokens", "2", "--threads", "1", "-i"],
+                          input="What is there?\nAnd now?\n\n", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("A: ") == 2 and proc.stdout.count("tokens ingested]") == 2

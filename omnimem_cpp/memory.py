@@ -172,7 +172,7 @@ class StreamStats:
     kv_bytes: int                # bytes of the live rows, all layers
     kv_bytes_allocated: int      # bytes reserved for rows: the memory bound
     compactions: int             # compaction passes
-    ingest_seconds: float        # time in feeds: encoders, prefill, scoring, compaction
+    ingest_seconds: float        # time ingesting media and embeddings (text feeds are not counted)
     score_seconds: float         # redundancy, scores and selection
     compact_seconds: float       # gathering the kept rows on the backend
     layers: list = field(default_factory=list)   # LayerStats per layer
@@ -224,7 +224,7 @@ def stream_budget(model: "Model", params, budget: Union[Budget, int, str, os.Pat
                                        "(budget=\"2GB\") or a table (budget=\"budget.json\")")
         return None
     spec = Budget.parse(budget)
-    n_extra = params.memory.n_extra or params.n_batch + 1024
+    n_extra = params.memory.n_extra or params.n_batch + 512
     table = spec.resolve(model.info.n_layer, int(lib.om_stream_row_bytes(model.handle, params)), n_extra)
     array = ffi.new("int32_t[]", [x for pair in table for x in pair])
     params.memory.budget = array

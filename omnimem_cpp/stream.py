@@ -61,7 +61,7 @@ class Stream(NativeHandle):
         n_sink: ``"sink-window"``'s first media rows; seed: ``"random"``'s seed.
         redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
             layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
-        n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 1024).
+        n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 512).
         n_ctx: rows of memory per layer of an unbounded (``"full"``) stream.
         n_batch: the most tokens evaluated in one graph; longer feeds are split.
         kv_type: ``"f16"`` (default, half the memory) or ``"f32"`` (exact, for parity checks).

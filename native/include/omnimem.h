@@ -179,7 +179,7 @@ typedef struct om_memory_params {
     const int32_t * budget;      // [n_layer][2]: audio and visual rows each layer keeps; NULL: unbounded.
                                  // Copied at om_stream_init.
     int32_t         n_extra;     // rows per layer beyond the budget: text (prompt, capped text, questions,
-                                 // answers) and the chunk being evaluated; 0: n_batch + 1024
+                                 // answers) and the chunk being evaluated; 0: n_batch + 512
     int32_t         text_cap;    // most text rows kept after the first media row (the oldest go); 0: no cap
     float           lam;         // λ: exponent of attention received in the OMNIMEM score (0.02)
     int32_t         n_sink;      // SINK_WINDOW's first media rows (4)
@@ -296,7 +296,8 @@ typedef struct om_stream_stats {
     int64_t kv_bytes;            // bytes of the live rows, all layers
     int64_t kv_bytes_allocated;  // bytes reserved for rows, all layers: the memory bound
     int64_t n_compactions;       // compaction passes (each compacts the layers over budget)
-    double  t_ingest_s;          // seconds in feeds: encoders, prefill, scoring and compaction
+    double  t_ingest_s;          // seconds ingesting media and embeddings: encoders, prefill, scoring and
+                                 // compaction (text feeds, such as questions and answers, are not counted)
     double  t_score_s;           // seconds computing redundancy, scores and the kept rows (attention received
                                  // comes out of the prefill graph and is counted in ingest only)
     double  t_compact_s;         // seconds gathering the kept rows

@@ -30,7 +30,7 @@ cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & p
             fail(OM_STATUS_INVALID_ARGUMENT, "the memory policy %d needs a budget (audio and visual rows per layer)",
                  int(params_.policy));
         }
-        const int32_t extra = params_.n_extra > 0 ? params_.n_extra : params.n_batch + 1024;
+        const int32_t extra = params_.n_extra > 0 ? params_.n_extra : params.n_batch + 512;
         budget_.assign(params_.budget, params_.budget + size_t(hp.n_layer) * 2);
         for (int32_t il = 0; il < hp.n_layer; ++il) {
             const int32_t a = budget_[size_t(il) * 2], v = budget_[size_t(il) * 2 + 1];

@@ -145,6 +145,17 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
     return g;
 }
 
+// mask [n][n_past + n]: row i sees the n_past memory rows and the batch up to itself. Built in the mask's own
+// type: at long contexts it is the largest host buffer of a batch.
+template <typename T>
+static void fill_causal_mask(std::vector<T> & mask, int64_t n_past, int32_t n, T open, T closed) {
+    const int64_t n_kv = n_past + n;
+    mask.assign(size_t(n_kv * n), open);
+    for (int32_t i = 0; i < n; ++i) {
+        std::fill(mask.begin() + i * n_kv + n_past + i + 1, mask.begin() + (i + 1) * n_kv, closed);
+    }
+}
+
 void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const float * embeddings,
                         const int32_t * positions) {
     const int32_t n = g.n_tokens;
@@ -162,7 +173,6 @@ void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const f
     }
     ggml_backend_tensor_set(g.positions, pos.data(), 0, sizeof(int32_t) * pos.size());
 
-    const float neg_inf = -std::numeric_limits<float>::infinity();
     std::vector<float> mask_f32;
     std::vector<ggml_fp16_t> mask_f16;
     for (const decoder_graph::slot & sl : g.slots) {
@@ -171,20 +181,13 @@ void set_qwen2vl_inputs(const decoder_graph & g, const int32_t * tokens, const f
             idx[size_t(i)] = sl.n_past + i;
         }
         ggml_backend_tensor_set(sl.write_idx, idx.data(), 0, sizeof(int64_t) * idx.size());
-
         // memory rows all precede the batch; inside the batch attention is causal
-        const int64_t n_kv = sl.n_past + n;
-        mask_f32.assign(size_t(n_kv * n), 0.0f);
-        for (int32_t i = 0; i < n; ++i) {
-            for (int64_t j = sl.n_past + i + 1; j < n_kv; ++j) {
-                mask_f32[size_t(i * n_kv + j)] = neg_inf;
-            }
-        }
         if (sl.mask->type == GGML_TYPE_F16) {
-            mask_f16.resize(mask_f32.size());
-            ggml_fp32_to_fp16_row(mask_f32.data(), mask_f16.data(), int64_t(mask_f32.size()));
+            fill_causal_mask(mask_f16, sl.n_past, n, ggml_fp32_to_fp16(0.0f),
+                             ggml_fp32_to_fp16(-std::numeric_limits<float>::infinity()));
             ggml_backend_tensor_set(sl.mask, mask_f16.data(), 0, sizeof(ggml_fp16_t) * mask_f16.size());
         } else {
+            fill_causal_mask(mask_f32, sl.n_past, n, 0.0f, -std::numeric_limits<float>::infinity());
             ggml_backend_tensor_set(sl.mask, mask_f32.data(), 0, sizeof(float) * mask_f32.size());
         }
     }

@@ -185,7 +185,6 @@ void om_stream::restore(int32_t n_tokens_before, int32_t next_pos_before) {
 
 void om_stream::feed_tokens(const int32_t * tokens, int32_t n) {
     using namespace om;
-    ingest_timer timer(*this);
     if (n <= 0 || tokens == nullptr) {
         fail(OM_STATUS_INVALID_ARGUMENT, "feed_tokens needs at least one token");
     }

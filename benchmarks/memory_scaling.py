@@ -20,7 +20,8 @@ checkpoint (minutes of media fed) it records:
                   --repeats asks after an untimed one; an ask during which other processes took more than a
                   tenth of the machine is asked again, as in text_speed.py;
   bounding cost   (score_seconds + compact_seconds) / ingest_seconds of Stream.stats(), over the feeds only:
-                  the runtime counts a question's tokens as ingest too, so what the asks added is taken out.
+                  an ask evaluates the pending chunk, which the stream evaluates again after the ask's
+                  rollback, so what the asks added to the timers is taken out.
                   The attention that rows receive comes out of the prefill graph and counts as ingest only.
 Targets, reported and not asserted: memory flat under a budget; decode time per answer token at the last
 checkpoint within 10% of the first; scoring + compaction at most 5% of ingest time.

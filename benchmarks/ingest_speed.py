@@ -448,20 +448,6 @@ def table(ours: dict, theirs: dict, cfg: dict) -> str:
     return "\n".join(lines)
 
 
-def attention_note(cfg: dict, grid: list[int] | None) -> str:
-    """What omnimem.cpp's full-attention ViT blocks hold at once: F32 scores of every head over every pair of
-    patches of one frame pair (they attend per frame pair, not with flash attention)."""
-    if not grid:
-        return ""
-    t, h, w = grid
-    heads = QWEN25_OMNI_3B_PROJECTOR.vision_heads
-    blocks = ", ".join(map(str, QWEN25_OMNI_3B_PROJECTOR.fullatt_blocks))
-    per_pair = heads * (h * w) ** 2 * 4
-    return (f"omnimem.cpp's full-attention ViT blocks ({blocks}) hold scores of {heads} heads × {h * w}² patches × "
-            f"{t} frame pairs = {t * per_pair / 2**20:.0f} MiB (F32) at once for this chunk, growing with the square "
-            f"of a frame's patch count.")
-
-
 def _log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
@@ -511,9 +497,6 @@ def main(argv: list[str] | None = None) -> int:
           f"dimensions, random weights (projector F16, text {args.text_type}), {args.threads} threads; "
           f"medians of {args.repeats}")
     print(table(ours, theirs, cfg))
-    note = attention_note(cfg, ours["vit_chunk"].get("grid"))
-    if note:
-        print(note)
     print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
 

@@ -49,16 +49,17 @@ vision_layout plan_vision_layout(const vision_tower & v, int32_t t, int32_t h, i
     }
     L.slots.assign(size_t(L.n_windows) * size_t(S), 0);
     L.row_slots.resize(size_t(L.n_patches));
-    L.slot_mask.assign(size_t(L.n_windows) * size_t(S) * size_t(S), 0.0f);
+    L.slot_mask.assign(size_t(L.n_windows) * size_t(S) * size_t(S), ggml_fp32_to_fp16(0.0f));
+    const ggml_fp16_t hidden = ggml_fp32_to_fp16(-std::numeric_limits<float>::infinity());
     for (int32_t wi = 0; wi < L.n_windows; ++wi) {
         const int32_t start = starts[size_t(wi)], len = starts[size_t(wi) + 1] - start;
         for (int32_t s = 0; s < len; ++s) {
             L.slots[size_t(wi) * S + s] = start + s;
             L.row_slots[size_t(start + s)] = wi * S + s;
         }
-        float * mask = L.slot_mask.data() + size_t(wi) * S * S;
+        ggml_fp16_t * mask = L.slot_mask.data() + size_t(wi) * S * S;
         for (int32_t q = 0; q < S; ++q) {
-            std::fill(mask + size_t(q) * S + len, mask + size_t(q + 1) * S, -std::numeric_limits<float>::infinity());
+            std::fill(mask + size_t(q) * S + len, mask + size_t(q + 1) * S, hidden);
         }
     }
     return L;
@@ -128,7 +129,7 @@ vision_graph build_vision_graph(ggml_context * ctx, ggml_cgraph * gf, const visi
     if (windowed && !L.slots.empty()) {
         g.slots     = new_input(ctx, GGML_TYPE_I32, int64_t(L.slots.size()));
         g.row_slots = new_input(ctx, GGML_TYPE_I32, N);
-        g.slot_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, L.window_len, L.window_len, 1, L.n_windows);
+        g.slot_mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F16, L.window_len, L.window_len, 1, L.n_windows);
         ggml_set_input(g.slot_mask);
     }
 

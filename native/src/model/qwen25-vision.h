@@ -25,9 +25,9 @@ struct vision_layout {
     std::vector<int32_t> positions;  // [4 * n_patches] each row's patch row, then column, then 2 unused sets
     std::vector<int32_t> raster;     // [n_tokens] the merged row (window order) of each token in raster order
     // Only when some window is partial (otherwise windows are equal, consecutive blocks of rows):
-    std::vector<int32_t> slots;      // [n_windows * window_len] the row each padded slot reads (0 for padding)
-    std::vector<int32_t> row_slots;  // [n_patches] the slot of each row
-    std::vector<float>   slot_mask;  // [n_windows][window_len][window_len] -inf where the key is padding
+    std::vector<int32_t>     slots;      // [n_windows * window_len] the row each padded slot reads (0 for padding)
+    std::vector<int32_t>     row_slots;  // [n_patches] the slot of each row
+    std::vector<ggml_fp16_t> slot_mask;  // [n_windows][window_len][window_len] -inf where the key is padding
 };
 
 // The layout of a grid the caller has validated: t, h, w positive, h and w multiples of v.merge.
@@ -40,7 +40,7 @@ struct vision_graph {
     ggml_tensor * raster    = nullptr;   // I32 [n_tokens]
     ggml_tensor * slots     = nullptr;   // I32 [n_windows * window_len], or null when unused
     ggml_tensor * row_slots = nullptr;   // I32 [n_patches], or null when unused
-    ggml_tensor * slot_mask = nullptr;   // F32 [window_len, window_len, 1, n_windows], or null when unused
+    ggml_tensor * slot_mask = nullptr;   // F16 [window_len, window_len, 1, n_windows], or null when unused
     ggml_tensor * out       = nullptr;   // F32 [n_out, n_tokens]
 };
 

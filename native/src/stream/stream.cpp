@@ -29,7 +29,7 @@ om_stream::om_stream(om_model & model_, const om_stream_params & params_) : mode
         const om::projector * proj = model.projector.get();
         const int32_t audio_layers = proj != nullptr && proj->audio != nullptr ? proj->audio->n_layer : 0;
         const int32_t vision_layers = proj != nullptr && proj->vision != nullptr ? proj->vision->n_layer : 0;
-        // a vision block, with its window gathers and rotary embedding, is the largest: about 50 nodes
+        // a vision block, with its window gathers and rotary embedding, is the largest: about 45 nodes
         graph_size = size_t(std::max({hp.n_layer, audio_layers, vision_layers})) * 64 + 256;
         graph_meta.resize(ggml_tensor_overhead() * graph_size + ggml_graph_overhead_custom(graph_size, false));
         sched = ggml_backend_sched_new(backends.data(), nullptr, int(backends.size()), graph_size, false, true);

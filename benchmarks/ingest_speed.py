@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import multiprocessing
 import os
 import resource
@@ -45,7 +44,17 @@ from pathlib import Path
 import numpy as np
 
 from random_gguf import QWEN25_OMNI_3B, QWEN25_OMNI_3B_PROJECTOR, WEIGHT_TYPES, cached_projector_gguf, cached_text_gguf
-from text_speed import DEFAULT_WORKDIR, MAX_ATTEMPTS, QUIET_SHARE, _busy_cpu_s, _own_cpu_s, machine_description
+from text_speed import (
+    DEFAULT_WORKDIR,
+    MAX_ATTEMPTS,
+    QUIET_SHARE,
+    busy_cpu_s,
+    frame_size,
+    log,
+    machine_description,
+    own_cpu_s,
+    write_report,
+)
 
 CHUNK_SECONDS = 2.0
 FPS = 2.0
@@ -110,10 +119,10 @@ def _timed_seconds(repeats: int, max_attempts: int, reset, run) -> dict:
     samples = []
     for _ in range(repeats * max_attempts):
         reset()
-        busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        busy0, own0, t0 = busy_cpu_s(), own_cpu_s(), time.perf_counter()
         run()
         dt = time.perf_counter() - t0
-        others = max(0.0, (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)) / (dt * os.cpu_count())
+        others = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / (dt * os.cpu_count())
         samples.append((others, dt))
         if sum(o <= QUIET_SHARE for o, _ in samples) >= repeats:
             break
@@ -378,10 +387,10 @@ def run_child(engine: str, cfg: dict) -> dict:
             out[key] = payload
         if "median_s" in payload:
             share = max(payload["others_cpu_share"])
-            _log(f"  {engine} {key}: {payload['median_s']:.3f} s (other processes: up to {100 * share:.0f}%)")
+            log(f"  {engine} {key}: {payload['median_s']:.3f} s (other processes: up to {100 * share:.0f}%)")
         elif "status" in payload:
             why = payload["status"] + (f" — {payload['message']}" if "message" in payload else "")
-            _log(f"  {engine} {key}: {why}")
+            log(f"  {engine} {key}: {why}")
     proc.join()
     if stop is None and proc.exitcode:
         stop = {"status": f"crash ({signal.Signals(-proc.exitcode).name})" if proc.exitcode < 0
@@ -448,25 +457,13 @@ def table(ours: dict, theirs: dict, cfg: dict) -> str:
     return "\n".join(lines)
 
 
-def _log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _frame(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 336x308, got {text!r}") from None
-    if width < 28 or height < 28:
-        raise argparse.ArgumentTypeError("frames must be at least 28×28 pixels")
-    return width, height
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text-type", default="q8_0", choices=sorted(WEIGHT_TYPES), help="text model weights")
-    ap.add_argument("--frame", type=_frame, default=(336, 308), help="video frame size WIDTHxHEIGHT")
+    ap.add_argument("--frame", type=frame_size, default=(336, 308), help="video frame size WIDTHxHEIGHT")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and media")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where the random GGUFs are cached")
@@ -477,19 +474,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats = 1
 
-    text_path = cached_text_gguf(args.workdir, QWEN25_OMNI_3B, args.text_type, args.seed, log=_log)
-    mmproj_path = cached_projector_gguf(args.workdir, QWEN25_OMNI_3B_PROJECTOR, args.seed, log=_log)
+    text_path = cached_text_gguf(args.workdir, QWEN25_OMNI_3B, args.text_type, args.seed, log=log)
+    mmproj_path = cached_projector_gguf(args.workdir, QWEN25_OMNI_3B_PROJECTOR, args.seed, log=log)
     cfg = {"threads": args.threads, "repeats": args.repeats, "seed": args.seed, "quick": args.quick,
            "warmup": not args.quick, "frame": list(args.frame), "text_type": args.text_type,
            "text_path": str(text_path), "mmproj_path": str(mmproj_path)}
 
-    t_start, busy_start, own_start = time.monotonic(), _busy_cpu_s(), _own_cpu_s()
+    t_start, busy_start, own_start = time.monotonic(), busy_cpu_s(), own_cpu_s()
     results = {}
     for engine in CHILDREN:
-        _log(f"{engine} ...")
+        log(f"{engine} ...")
         results[engine] = run_child(engine, cfg)
     wall_s = time.monotonic() - t_start
-    others_cpu_s = max(0.0, (_busy_cpu_s() - busy_start) - (_own_cpu_s() - own_start))
+    others_cpu_s = max(0.0, (busy_cpu_s() - busy_start) - (own_cpu_s() - own_start))
 
     ours, theirs = results["omnimem.cpp"], results["libmtmd"]
     width, height = args.frame
@@ -501,18 +498,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
 
     if args.json:
-        doc = {
-            "machine": machine_description(),
-            "config": {**{k: v for k, v in cfg.items() if not k.endswith("_path")},
-                       "text_model": Path(text_path).name, "projector": Path(mmproj_path).name,
-                       "chunk_seconds": CHUNK_SECONDS, "fps": FPS, "n_ctx": N_CTX, "n_batch": N_BATCH,
-                       "preprocess_loops": PREPROCESS_LOOPS},
-            "results": results,
-            "wall_s": round(wall_s, 1),
-            "other_processes_cpu_s": round(others_cpu_s, 1),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        write_report(args.json, machine=machine_description(),
+                     config={**{k: v for k, v in cfg.items() if not k.endswith("_path")},
+                             "text_model": Path(text_path).name, "projector": Path(mmproj_path).name,
+                             "chunk_seconds": CHUNK_SECONDS, "fps": FPS, "n_ctx": N_CTX, "n_batch": N_BATCH,
+                             "preprocess_loops": PREPROCESS_LOOPS},
+                     results=results, wall_s=wall_s, others_cpu_s=others_cpu_s)
     return 0
 
 

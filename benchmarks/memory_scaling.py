@@ -30,8 +30,8 @@ The default model is the tiny random-weight demo pair embedded in the package (i
 cost is what is measured), run with 1 thread, since more would only wait on each other; other models get 2.
 A `full` stream gets n_ctx for the last checkpoint whose memory fits --full-max-gib (default: 80% of the
 memory available at the start): its K/V allocation, which the runtime zeroes at creation and so is resident
-from the start, plus the attention mask of a chunk over the whole memory (F32 and F16 copies on the host, F16
-in the graph: 8 bytes per entry). Beyond that checkpoint `full` stops with a note. Every chunk of a `full`
+from the start, plus the attention mask of a chunk over the whole memory (F16 on the host and in the graph:
+4 bytes per entry). Beyond that checkpoint `full` stops with a note. Every chunk of a `full`
 stream attends over all the memory, so its time per chunk grows with the stream: on a CPU, 60 minutes of
 `full` take hours (--policies omnimem leaves it out; --timeout-min bounds each policy). Each policy runs in
 its own child process, so its RSS is its own, and a crash or timeout keeps the checkpoints it reported.
@@ -42,7 +42,6 @@ matplotlib, which is not a dependency.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -55,7 +54,16 @@ from pathlib import Path
 
 import numpy as np
 
-from text_speed import MAX_ATTEMPTS, QUIET_SHARE, _busy_cpu_s, _own_cpu_s, machine_description
+from text_speed import (
+    MAX_ATTEMPTS,
+    QUIET_SHARE,
+    busy_cpu_s,
+    frame_size,
+    log,
+    machine_description,
+    own_cpu_s,
+    write_report,
+)
 
 CHUNK_S = 2.0
 FPS = 2.0
@@ -136,7 +144,7 @@ def _others_share(busy0: float, own0: float, seconds: float) -> float:
     """Share of the machine other processes used while this one ran for `seconds`."""
     if seconds <= 0:
         return 0.0
-    return max(0.0, (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)) / (seconds * os.cpu_count())
+    return max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / (seconds * os.cpu_count())
 
 
 def _ask_once(s, max_tokens: int) -> dict:
@@ -167,7 +175,7 @@ def measure_asks(s, max_tokens: int, repeats: int, max_attempts: int) -> dict:
     _ask_once(s, 2)
     samples = []
     for _ in range(repeats * max_attempts):
-        busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        busy0, own0, t0 = busy_cpu_s(), own_cpu_s(), time.perf_counter()
         r = _ask_once(s, max_tokens)
         r["others_cpu_share"] = _others_share(busy0, own0, time.perf_counter() - t0)
         samples.append(r)
@@ -264,7 +272,7 @@ def _run_policy(conn, policy: str, cfg: dict) -> None:
         if target > fit_chunks:
             conn.send(("stopped", {"minute": minute, "message": stop_note(minute, target)}))
             return
-        busy0, own0, t_interval = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        busy0, own0, t_interval = busy_cpu_s(), own_cpu_s(), time.perf_counter()
         try:
             while fed < target:
                 t0 = time.perf_counter()
@@ -356,17 +364,17 @@ def run_child(policy: str, cfg: dict) -> dict:
         if kind == "setup":
             out["setup"] = payload
         elif kind == "progress":
-            _log(f"  {policy}: {payload['minute']:.1f} min of media, {payload['n_tokens']:,} tokens fed "
+            log(f"  {policy}: {payload['minute']:.1f} min of media, {payload['n_tokens']:,} tokens fed "
                  f"({time.monotonic() - t0:.0f} s)")
         elif kind == "checkpoint":
             out["checkpoints"].append(payload)
             ask = payload["ask"]
-            _log(f"  {policy} minute {payload['minute']:g}: KV {_size(payload['kv_bytes'])} "
+            log(f"  {policy} minute {payload['minute']:g}: KV {_size(payload['kv_bytes'])} "
                  f"(allocated {_size(payload['kv_bytes_allocated'])}), RSS {_size(payload['rss_bytes'])}, "
                  f"decode {_ms(ask.get('decode_ms_per_token'))} ms/token ({time.monotonic() - t0:.0f} s)")
         else:   # "stopped" or "fatal"
             out["stopped"] = payload
-            _log(f"  {policy}: stopped — {payload.get('message', payload.get('status'))}")
+            log(f"  {policy}: stopped — {payload.get('message', payload.get('status'))}")
     proc.join()
     if out["stopped"] is None and proc.exitcode:
         why = f"crash ({signal.Signals(-proc.exitcode).name})" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
@@ -512,18 +520,6 @@ def plot(results: dict, path: Path, title: str) -> str | None:
     return None
 
 
-def _log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _frame(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 224x168, got {text!r}") from None
-    if width < 28 or height < 28:
-        raise argparse.ArgumentTypeError("frames must be at least 28×28 pixels")
-    return width, height
 
 
 def _minutes(text: str) -> list[float]:
@@ -556,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mmproj", type=Path, help="its projector GGUF (needed with --model)")
     ap.add_argument("--device", default="cpu", help="\"cpu\", \"auto\" or a ggml device name")
     ap.add_argument("--threads", type=int, help="CPU threads (default: 1 for the demo model, else 2)")
-    ap.add_argument("--frame", type=_frame, default=(224, 168), help="video frame size WIDTHxHEIGHT")
+    ap.add_argument("--frame", type=frame_size, default=(224, 168), help="video frame size WIDTHxHEIGHT")
     ap.add_argument("--n-batch", type=int, default=512, help="the streams' n_batch")
     ap.add_argument("--max-tokens", type=int, default=32, help="answer tokens per ask")
     ap.add_argument("--repeats", type=int, default=3, help="timed asks per checkpoint")
@@ -594,13 +590,13 @@ def main(argv: list[str] | None = None) -> int:
            "full_max_bytes": full_max, "timeout_s": args.timeout_min * 60}
 
     machine = machine_description()   # before the runs: a missing package shows at once, not after hours
-    t_start, busy_start, own_start = time.monotonic(), _busy_cpu_s(), _own_cpu_s()
+    t_start, busy_start, own_start = time.monotonic(), busy_cpu_s(), own_cpu_s()
     results = {}
     for policy in policies:
-        _log(f"{policy} ...")
+        log(f"{policy} ...")
         results[policy] = run_child(policy, cfg)
     wall_s = time.monotonic() - t_start
-    others_cpu_s = max(0.0, (_busy_cpu_s() - busy_start) - (_own_cpu_s() - own_start))
+    others_cpu_s = max(0.0, (busy_cpu_s() - busy_start) - (own_cpu_s() - own_start))
 
     setup = next((r["setup"] for r in results.values() if r["setup"]), {})
     width, height = args.frame
@@ -621,18 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         why_not = plot(results, args.png, title)
         print(why_not or f"plot: {args.png}")
     if args.json:
-        doc = {
-            "machine": machine,
-            "config": {**{k: v for k, v in cfg.items() if k not in ("model", "mmproj")},
-                       "model": Path(model_path).name, "projector": Path(mmproj_path).name, "policies": policies,
-                       "chunk_seconds": CHUNK_S, "fps": FPS, "sample_rate": SAMPLE_RATE, "question": QUESTION},
-            "results": results,
-            "targets": found,
-            "wall_s": round(wall_s, 1),
-            "other_processes_cpu_s": round(others_cpu_s, 1),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        write_report(args.json, machine=machine,
+                     config={**{k: v for k, v in cfg.items() if k not in ("model", "mmproj")},
+                             "model": Path(model_path).name, "projector": Path(mmproj_path).name,
+                             "policies": policies, "chunk_seconds": CHUNK_S, "fps": FPS, "sample_rate": SAMPLE_RATE,
+                             "question": QUESTION},
+                     results=results, targets=found, wall_s=wall_s, others_cpu_s=others_cpu_s)
     return 0
 
 

@@ -158,13 +158,13 @@ ENGINES = {"llama.cpp": LlamaCppEngine, "omnimem.cpp": OmnimemEngine}
 # ------------------------------------------------------------------------------------------ child side
 
 
-def _busy_cpu_s() -> float:
+def busy_cpu_s() -> float:
     """CPU seconds all processes of this machine have used since boot (the "cpu" line of /proc/stat)."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_s() -> float:
+def own_cpu_s() -> float:
     """CPU seconds of this process and its finished children."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -178,10 +178,10 @@ def _timed_rates(repeats: int, n_tokens: int, reset, run) -> dict:
     samples = []
     for _ in range(repeats * MAX_ATTEMPTS):
         reset()
-        busy0, own0, t0 = _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
+        busy0, own0, t0 = busy_cpu_s(), own_cpu_s(), time.perf_counter()
         run()
         dt = time.perf_counter() - t0
-        others = max(0.0, (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)) / (dt * os.cpu_count())
+        others = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0)) / (dt * os.cpu_count())
         samples.append((others, n_tokens / dt))
         if sum(o <= QUIET_SHARE for o, _ in samples) >= repeats:
             break
@@ -357,7 +357,27 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
     return "\n".join(lines)
 
 
-def _log(*parts) -> None:
+def write_report(path: Path, *, machine: dict, config: dict, results, wall_s: float, others_cpu_s: float,
+                 **extra) -> None:
+    """The JSON every benchmark writes: the machine, the settings, every result, and how busy the machine was."""
+    doc = {"machine": machine, "config": config, **extra, "results": results, "wall_s": round(wall_s, 1),
+           "other_processes_cpu_s": round(others_cpu_s, 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type of a WIDTHxHEIGHT video frame size."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 336x308, got {text!r}") from None
+    if width < 28 or height < 28:
+        raise argparse.ArgumentTypeError("frames must be at least 28×28 pixels")
+    return width, height
+
+
+def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
@@ -388,22 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     dims = QWEN25_OMNI_3B
     cfg = {"threads": args.threads, "prompt": args.prompt, "decode": args.decode, "repeats": args.repeats,
            "seed": args.seed, "n_vocab_normal": min(dims.n_vocab, 151643)}  # ids below the control tokens
-    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=_log) for t in types}
+    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=log) for t in types}
     weight_bytes = {t: decode_weight_bytes(p) for t, p in path_of.items()}
     all_results: dict[str, list[dict]] = {}
     # Other processes compete for the same cores; their CPU time during the run says how far to trust it.
-    t_start, busy_start, own_start = time.monotonic(), _busy_cpu_s(), _own_cpu_s()
+    t_start, busy_start, own_start = time.monotonic(), busy_cpu_s(), own_cpu_s()
     for wtype in types:
         all_results[wtype] = []
         for run in plan(wtype, extra_bufts):
             t0 = time.monotonic()
             r = {**run, **run_child(run["engine"], run["mode"], path_of[wtype], cfg)}
             all_results[wtype].append(r)
-            _log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
+            log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
                 f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
                 + (f" — {r['message']}" if "message" in r else ""))
     wall_s = time.monotonic() - t_start
-    others_cpu_s = max(0.0, (_busy_cpu_s() - busy_start) - (_own_cpu_s() - own_start))
+    others_cpu_s = max(0.0, (busy_cpu_s() - busy_start) - (own_cpu_s() - own_start))
 
     print(f"\nQwen2.5-Omni-3B text dims, random weights, {args.threads} threads, prefill = one {args.prompt}-token "
           f"batch, decode = {args.decode} steps; medians of {args.repeats}")
@@ -411,18 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
     if args.json:
-        doc = {
-            "machine": {**machine_description(), "ggml_extra_bufts": extra_bufts,
-                        "ggml_system_info": llama_cpp.llama_print_system_info().decode().strip()},
-            "config": {**cfg, "types": types, "n_ctx": N_CTX, "short_prompt": SHORT_PROMPT,
-                       "warmup_batch": WARMUP_BATCH, "model": dims.name},
-            "decode_weight_bytes": weight_bytes,
-            "results": all_results,
-            "wall_s": round(wall_s, 1),
-            "other_processes_cpu_s": round(others_cpu_s, 1),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        write_report(args.json,
+                     machine={**machine_description(), "ggml_extra_bufts": extra_bufts,
+                              "ggml_system_info": llama_cpp.llama_print_system_info().decode().strip()},
+                     config={**cfg, "types": types, "n_ctx": N_CTX, "short_prompt": SHORT_PROMPT,
+                             "warmup_batch": WARMUP_BATCH, "model": dims.name},
+                     decode_weight_bytes=weight_bytes, results=all_results, wall_s=wall_s,
+                     others_cpu_s=others_cpu_s)
     return 0
 
 

@@ -1,0 +1,228 @@
+"""AV-Recall data: determinism, the token ratio, answers recomputed from the events, the question mix, and
+that generated chunks and mp4 files go through the real media path and stream."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))   # the repo root, for `benchmarks`
+
+from benchmarks.avrecall import (  # noqa: E402
+    AVRecallConfig,
+    AVRecallStream,
+    answer_vocabulary,
+    family_counts,
+    format_time,
+    write_mp4,
+)
+
+SHORT = dict(seconds=600.0, n_questions=80)
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return AVRecallStream(AVRecallConfig(seed=7, **SHORT))
+
+
+def test_same_seed_same_stream_and_questions():
+    a, b = AVRecallStream(AVRecallConfig(seed=3, **SHORT)), AVRecallStream(AVRecallConfig(seed=3, **SHORT))
+    assert [e.to_dict() for e in a.events] == [e.to_dict() for e in b.events]
+    assert [q.to_dict() for q in a.questions] == [q.to_dict() for q in b.questions]
+    for i in (0, 57, a.n_chunks - 1):        # any chunk, in any order, renders the same
+        ca, cb = a.chunk(i), b.chunk(i)
+        assert np.array_equal(ca.video, cb.video) and np.array_equal(ca.audio, cb.audio)
+    c = AVRecallStream(AVRecallConfig(seed=4, **SHORT))
+    assert [e.to_dict() for e in a.events] != [e.to_dict() for e in c.events]
+    assert not np.array_equal(a.chunk(0).audio, c.chunk(0).audio)
+
+
+def test_config_round_trips_through_json():
+    cfg = AVRecallConfig(seed=5, seconds=90.5, question_mix={"audio": 1, "visual": 1, "cross": 2})
+    assert AVRecallConfig.from_json(cfg.to_json()) == cfg
+    json.loads(cfg.to_json())
+
+
+def test_visual_tokens_outnumber_audio_four_to_one():
+    cfg = AVRecallConfig()
+    # Qwen2.5-Omni: (H/28)*(W/28) tokens per 2 frames, 25 audio tokens per second
+    visual_per_second = (cfg.height / 28) * (cfg.width / 28) * cfg.fps / 2
+    assert cfg.height % 28 == 0 and cfg.width % 28 == 0
+    assert visual_per_second / 25 >= 4.0
+    assert cfg.token_ratio == pytest.approx(visual_per_second / 25)
+    chunk = AVRecallStream(AVRecallConfig(seconds=4.0, n_questions=0)).chunk(0)
+    assert chunk.video.shape == (4, cfg.height, cfg.width, 3)
+
+
+def test_chunks_are_real_media_of_the_right_shape(stream):
+    cfg = stream.config
+    assert stream.n_chunks == 300
+    chunk = stream.chunk(10)
+    assert chunk.video.dtype == np.uint8 and chunk.video.shape == (4, cfg.height, cfg.width, 3)
+    assert chunk.audio.dtype == np.float32 and chunk.audio.shape == (32000,)
+    assert (chunk.fps, chunk.sample_rate, chunk.start) == (2.0, 16000, 20.0)
+    odd = AVRecallStream(AVRecallConfig(seconds=5.0, n_questions=0))
+    assert [c.video.shape[0] for c in odd] == [4, 4, 2] and [c.audio.size for c in odd] == [32000, 32000, 16000]
+    # redundant video: consecutive frames without an event differ only by sensor noise
+    diff = np.abs(chunk.video[1].astype(int) - chunk.video[0].astype(int))
+    assert diff.max() <= 6
+
+
+def test_sound_events_are_audible(stream):
+    sound = next(e for e in stream.events if e.kind == "sound")
+    chunk = stream.chunk(int(sound.time // 2))
+    offset = round((sound.time - chunk.start) * 16000)
+    during = chunk.audio[offset:offset + 8000]
+    quiet = AVRecallStream(AVRecallConfig(seed=7, seconds=600.0, sound_events_per_minute=0, n_questions=0))
+    before = quiet.chunk(int(sound.time // 2)).audio[offset:offset + 8000]
+    assert np.sqrt(np.mean(during ** 2)) > 5 * np.sqrt(np.mean(before ** 2))
+
+
+# --- answers recomputed from the event list alone --------------------------------------------------------
+
+def replay(events, t):
+    """shape -> (colour, slot) after every visual event at or before t."""
+    state = {}
+    for e in events:
+        if e["modality"] == "visual" and e["time"] <= t:
+            if e["kind"] == "disappear":
+                state.pop(e["object"])
+            else:
+                state[e["object"]] = (e["colour"], e["slot"])
+    return state
+
+
+def expected_answer(q, events):
+    p = q["params"]
+    sounds = [e for e in events if e["kind"] == "sound"]
+    visual = [e for e in events if e["modality"] == "visual"]
+    first_sound = {}
+    for e in sounds:
+        first_sound.setdefault(e["symbol"], e["time"])
+    first_appear = {}
+    for e in visual:
+        if e["kind"] == "appear":
+            first_appear.setdefault(e["object"], e["time"])
+
+    def nth(symbol, n):
+        return [e for e in sounds if e["symbol"] == symbol][n - 1]
+
+    kind = q["kind"]
+    if kind == "sound_at":
+        return next(e["symbol"] for e in sounds if e["time"] <= p["time"] < e["time"] + e["duration"])
+    if kind == "sound_count":
+        return str(sum(e["symbol"] == p["symbol"] and p["start"] <= e["time"] < p["end"] for e in sounds))
+    if kind == "sound_order":
+        return min(p["symbols"], key=first_sound.__getitem__)
+    if kind == "sound_after":
+        e = nth(p["symbol"], p["occurrence"])
+        return min((s for s in sounds if s["time"] > e["time"]), key=lambda s: s["time"])["symbol"]
+    if kind == "appeared_at":
+        (e,) = [e for e in visual if e["time"] == p["time"]]
+        assert e["kind"] == "appear"
+        return e["object"]
+    if kind in ("colour_at", "slot_at", "count_visible"):
+        # a moment at least a second away from any change: the answer cannot hinge on the frame
+        assert all(abs(e["time"] - p["time"]) > 1 - 1e-9 for e in visual)
+        state = replay(events, p["time"])
+        if kind == "count_visible":
+            return str(len(state))
+        return state[p["object"]][0 if kind == "colour_at" else 1]
+    if kind == "recolour_count":
+        return str(sum(e["kind"] == "recolour" and p["start"] <= e["time"] < p["end"] for e in visual))
+    if kind in ("colour_at_sound", "count_at_sound", "appeared_before_sound"):
+        e = nth(p["symbol"], p["occurrence"])
+        # the scene holds still over the whole sound
+        assert replay(events, e["time"]) == replay(events, e["time"] + e["duration"])
+        state = replay(events, e["time"])
+        if kind == "colour_at_sound":
+            return state[p["object"]][0]
+        if kind == "count_at_sound":
+            return str(len(state))
+        return [v for v in visual if v["kind"] == "appear" and v["time"] < e["time"]][-1]["object"]
+    if kind == "sound_or_object_first":
+        a, b = first_sound[p["symbol"]], first_appear[p["object"]]
+        assert a != b
+        return p["symbol"] if a < b else p["object"]
+    raise AssertionError(f"unknown kind {kind}")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 7])
+def test_every_answer_follows_from_the_events(seed):
+    s = AVRecallStream(AVRecallConfig(seed=seed, **SHORT))
+    events = json.loads(json.dumps([e.to_dict() for e in s.events]))
+    vocabulary = set(answer_vocabulary(s.config))
+    kinds = set()
+    for q in s.questions:
+        d = q.to_dict()
+        assert d["answer"] == expected_answer(d, events), d
+        assert d["answer"] in vocabulary and " " not in d["answer"]
+        for key in ("time", "start", "end"):
+            if key in d["params"]:
+                assert format_time(d["params"][key]) in d["text"]
+        assert 0 <= d["ask_after"] <= s.config.seconds
+        kinds.add(d["kind"])
+    assert len({q.text for q in s.questions}) == len(s.questions)
+    assert len(kinds) >= 10       # the question kinds are all in use, not one or two
+
+
+def test_event_spacing(stream):
+    cfg = stream.config
+    for modality in ("visual", "audio"):
+        times = [e.time for e in stream.events if e.modality == modality]
+        assert times and np.diff(times).min() >= cfg.min_event_gap
+    visual = np.array([e.time for e in stream.events if e.modality == "visual"])
+    for e in stream.events:
+        if e.kind == "sound":
+            assert not ((visual > e.time - cfg.cross_modal_gap) &
+                        (visual < e.time + e.duration + cfg.cross_modal_gap)).any()
+
+
+@pytest.mark.parametrize("mix", [{"audio": 0.3, "visual": 0.4, "cross": 0.3},
+                                 {"audio": 1.0, "visual": 0.0, "cross": 1.0},
+                                 {"audio": 0.2, "visual": 0.2, "cross": 0.6}])
+def test_question_mix(mix):
+    cfg = AVRecallConfig(seed=11, seconds=600.0, n_questions=50, question_mix=mix)
+    got = {f: 0 for f in mix}
+    for q in AVRecallStream(cfg).questions:
+        got[q.family] += 1
+    total = sum(mix.values())
+    assert got == family_counts(cfg)
+    for f, share in mix.items():
+        assert abs(got[f] - share / total * 50) < 1
+
+
+# --- through the real pipeline ----------------------------------------------------------------------------
+
+def test_chunks_stream_through_the_model(stream):
+    import omnimem_cpp as om
+    data = Path(om.__file__).parent / "data"
+    with om.Model(data / "demo-text.gguf", mmproj=data / "demo-mmproj.gguf", n_threads=1) as model:
+        with model.stream() as s:
+            for i in range(3):
+                chunk = stream.chunk(i)
+                s.feed(video=chunk.video, audio=chunk.audio, fps=chunk.fps)
+            s.close_media()
+            assert s.n_tokens > 3 * 2 * 25     # at least the audio tokens of three chunks
+
+
+def test_mp4_opens_and_yields_the_chunks(tmp_path):
+    import omnimem_cpp as om
+    cfg = AVRecallConfig(seed=2, seconds=10.0, n_questions=0, visual_events_per_minute=30, min_event_gap=3)
+    generated = AVRecallStream(cfg)
+    path = write_mp4(generated, tmp_path / "avrecall.mp4")
+    with om.media.open(path) as reader:
+        assert (reader.width, reader.height) == (cfg.width, cfg.height)
+        chunks = list(reader)
+    assert len(chunks) == math.ceil(cfg.seconds / cfg.chunk_seconds)
+    for got in chunks:
+        assert got.video.shape == (4, cfg.height, cfg.width, 3)
+        want = generated.chunk(got.index)
+        # lossy codecs: the picture is close on average, the audio keeps its loudness
+        assert np.abs(got.video.astype(int) - want.video.astype(int)).mean() < 12
+        assert got.audio.size == pytest.approx(want.audio.size, abs=1)

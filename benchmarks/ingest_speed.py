@@ -22,10 +22,12 @@ for a 2-s chunk is that of 30 s; the 30-s clip compares equal work. It needs a t
 vocabulary, so the text GGUF is loaded vocabulary-only there.
 
 Weights are random (benchmarks/random_gguf.py; cached in --workdir): the projector's matrices are F16, the text
-model's have --text-type. Figures are medians of --repeats runs after an untimed run of the same input; a run
-during which other processes took more than a tenth of the machine is run again, as in text_speed.py. --quick
-times one run per stage as it comes, after a warm-up on small inputs only. Each engine runs in its own child
-process, so they share no threads, and a crash shows in the table instead of ending the benchmark.
+model's have --text-type. Figures are medians over --repeats rounds; in each round each engine runs every stage
+once, after an untimed run of the same input, and the engines alternate rounds, so that the machine's drift
+over minutes falls on both alike. A run during which other processes took more than a tenth of the machine is
+run again, as in text_speed.py. --quick is one round, each stage timed as it comes after a warm-up on small
+inputs only. Each engine runs in its own child process, so they share no threads, and a crash shows in the
+table instead of ending the benchmark.
 """
 
 from __future__ import annotations
@@ -400,6 +402,23 @@ def run_child(engine: str, cfg: dict) -> dict:
     return out
 
 
+def merge_rounds(runs: list[dict]) -> dict:
+    """{stage: result} over rounds: the timed runs of every round together; a stage no round timed keeps the
+    first round's reason."""
+    out = {}
+    for key in STAGES:
+        timed = [run[key] for run in runs if "median_s" in run[key]]
+        if not timed:
+            out[key] = runs[0][key]
+            continue
+        seconds = [x for t in timed for x in t["seconds"]]
+        out[key] = {**timed[-1], "seconds": seconds, "median_s": statistics.median(seconds),
+                    "others_cpu_share": [x for t in timed for x in t["others_cpu_share"]],
+                    "attempts": sum(t["attempts"] for t in timed),
+                    "peak_rss_gib": max(t["peak_rss_gib"] for t in timed), "rounds": len(timed)}
+    return out
+
+
 def _secs(r: dict) -> float | None:
     return r.get("median_s")
 
@@ -464,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text-type", default="q8_0", choices=sorted(WEIGHT_TYPES), help="text model weights")
     ap.add_argument("--frame", type=frame_size, default=(336, 308), help="video frame size WIDTHxHEIGHT")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds; each engine runs every stage once per round")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and media")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where the random GGUFs are cached")
     ap.add_argument("--json", type=Path, help="write every number and the machine description here")
@@ -481,10 +500,14 @@ def main(argv: list[str] | None = None) -> int:
            "text_path": str(text_path), "mmproj_path": str(mmproj_path)}
 
     t_start, busy_start, own_start = time.monotonic(), busy_cpu_s(), own_cpu_s()
-    results = {}
-    for engine in CHILDREN:
-        log(f"{engine} ...")
-        results[engine] = run_child(engine, cfg)
+    # The engines alternate rounds of one timed run per stage: this machine's speed drifts over minutes, and
+    # alternating spreads the drift over both engines instead of putting it into their ratio.
+    rounds = {engine: [] for engine in CHILDREN}
+    for r in range(args.repeats):
+        for engine in CHILDREN:
+            log(f"{engine}, round {r + 1} of {args.repeats} ...")
+            rounds[engine].append(run_child(engine, {**cfg, "repeats": 1}))
+    results = {engine: merge_rounds(runs) for engine, runs in rounds.items()}
     wall_s = time.monotonic() - t_start
     others_cpu_s = max(0.0, (busy_cpu_s() - busy_start) - (own_cpu_s() - own_start))
 

@@ -404,8 +404,8 @@ def run_child(engine: str, cfg: dict) -> dict:
 
 def merge_rounds(runs: list[dict]) -> dict:
     """{stage: result} over rounds: the timed runs of every round together; a stage no round timed keeps the
-    first round's reason."""
-    out = {}
+    first round's reason. What is not a stage (the chunk's token counts) comes from the last round."""
+    out = {key: value for key, value in runs[-1].items() if key not in STAGES}
     for key in STAGES:
         timed = [run[key] for run in runs if "median_s" in run[key]]
         if not timed:

@@ -224,8 +224,8 @@ def stream_budget(model: "Model", params, budget: Union[Budget, int, str, os.Pat
                                        "(budget=\"2GB\") or a table (budget=\"budget.json\")")
         return None
     spec = Budget.parse(budget)
-    n_extra = params.memory.n_extra or params.n_batch + 512
-    table = spec.resolve(model.info.n_layer, int(lib.om_stream_row_bytes(model.handle, params)), n_extra)
+    table = spec.resolve(model.info.n_layer, int(lib.om_stream_row_bytes(model.handle, params)),
+                         int(lib.om_stream_extra_rows(params)))
     array = ffi.new("int32_t[]", [x for pair in table for x in pair])
     params.memory.budget = array
     return array

@@ -338,6 +338,10 @@ OM_API om_status om_stream_get_calibration(const om_stream * stream, float * out
 // memory.redundancy is OM_REDUNDANCY_HIDDEN): what a byte budget divides by.
 OM_API int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params);
 
+// Rows per layer a bounded stream with these parameters reserves beyond its budget (memory.n_extra, or its
+// default n_batch + 512 when 0).
+OM_API int32_t om_stream_extra_rows(const om_stream_params * params);
+
 // One layer's selection on given arrays, running the same native code as a stream's compaction (for tests
 // and research). The n rows are in sequence order; the last n_chunk are the chunk just evaluated.
 //   hidden:   [n][dim] redundancy vectors (needed by the OMNIMEM policies; else may be NULL)

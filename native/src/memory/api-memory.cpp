@@ -89,13 +89,17 @@ om_status om_stream_get_calibration(const om_stream * stream, float * out, int32
     });
 }
 
+int32_t om_stream_extra_rows(const om_stream_params * params) {
+    return params != nullptr ? extra_rows(*params) : 0;
+}
+
 int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * params) {
     if (model == nullptr || params == nullptr) {
         return 0;
     }
     const ggml_type type = params->kv_type == OM_KV_TYPE_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
     int64_t bytes = 2 * int64_t(ggml_row_size(type, model->hparams.n_embd_kv()));
-    if (policy_needs_redundancy(params->memory) && params->memory.redundancy == OM_REDUNDANCY_HIDDEN) {
+    if (stores_hidden(params->memory)) {
         bytes += int64_t(ggml_row_size(type, model->hparams.n_embd));
     }
     return bytes;
@@ -219,12 +223,11 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
         for (int32_t j = 0; j < n; ++j) {
             mods[size_t(j)] = om::modality(modality[j]);
         }
-        const std::vector<float> all_alike(size_t(std::max(n - 1, 0)), 1.0f);
         selection_input in;
         in.mod = mods.data();
         in.n = n;
         in.importance = importance.data();
-        in.adjacent_cos = m.cosines.empty() ? all_alike.data() : m.cosines.data();
+        in.adjacent_cos = m.cosines.empty() ? nullptr : m.cosines.data();
         in.budget_audio = budget_audio;
         in.budget_visual = budget_visual;
         std::mt19937_64 rng(params->seed);

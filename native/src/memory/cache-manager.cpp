@@ -22,7 +22,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & params,
                              ggml_backend_buffer_type_t buft)
-    : params_(params.memory), layers_(size_t(hp.n_layer)), rng_(params.memory.seed) {
+    : params_(params.memory), layer_compactions_(size_t(hp.n_layer), 0), rng_(params.memory.seed) {
     check_memory_params(params_);
     std::vector<int32_t> capacity(size_t(hp.n_layer), params.n_ctx);
     if (params_.policy != OM_POLICY_FULL) {
@@ -30,7 +30,7 @@ cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & p
             fail(OM_STATUS_INVALID_ARGUMENT, "the memory policy %d needs a budget (audio and visual rows per layer)",
                  int(params_.policy));
         }
-        const int32_t extra = params_.n_extra > 0 ? params_.n_extra : params.n_batch + 512;
+        const int32_t extra = extra_rows(params);
         budget_.assign(params_.budget, params_.budget + size_t(hp.n_layer) * 2);
         for (int32_t il = 0; il < hp.n_layer; ++il) {
             const int32_t a = budget_[size_t(il) * 2], v = budget_[size_t(il) * 2 + 1];
@@ -42,8 +42,7 @@ cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & p
     }
     params_.budget = nullptr;   // the caller's array need not outlive init
     const ggml_type type = params.kv_type == OM_KV_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
-    const bool hidden = policy_needs_redundancy(params_) && params_.redundancy == OM_REDUNDANCY_HIDDEN;
-    kv_ = std::make_unique<kv_cache>(hp, capacity, type, hidden, buft);
+    kv_ = std::make_unique<kv_cache>(hp, capacity, type, stores_hidden(params_), buft);
     received_.resize(size_t(hp.n_layer));
 }
 
@@ -142,16 +141,11 @@ std::vector<int32_t> cache_manager::select_layer(int32_t il, const std::vector<f
         mods[size_t(j)] = rows[size_t(j)].mod;
         importance[size_t(j)] = rows[size_t(j)].importance;
     }
-    std::vector<float> no_neighbours;
     selection_input in;
     in.mod = mods.data();
     in.n = n;
     in.importance = importance.data();
-    in.adjacent_cos = cosines.empty() ? nullptr : cosines.data();
-    if (in.adjacent_cos == nullptr && policy_needs_redundancy(params_)) {
-        no_neighbours.assign(size_t(std::max(n - 1, 0)), 1.0f);   // fewer than two rows: nothing to compare
-        in.adjacent_cos = no_neighbours.data();
-    }
+    in.adjacent_cos = cosines.empty() ? nullptr : cosines.data();   // empty: fewer than two rows
     in.budget_audio = budget_audio(il);
     in.budget_visual = budget_visual(il);
     std::vector<int32_t> kept = select_rows(params_, in, rng_);
@@ -251,7 +245,7 @@ bool cache_manager::compact(const graph_runner & run) {
     }
     for (int32_t il : changed) {
         kv_->keep_rows(il, kept[size_t(il)]);
-        layers_[size_t(il)].compactions += 1;
+        layer_compactions_[size_t(il)] += 1;
     }
     compactions_ += 1;
     t_compact_ += seconds_since(t1);
@@ -262,7 +256,7 @@ void cache_manager::save(byte_writer & w) const {
     for (int32_t il = 0; il < kv_->n_layer(); ++il) {
         const std::vector<row_meta> & rows = kv_->rows(il);
         w.vector(rows);
-        w.value(layers_[size_t(il)].compactions);
+        w.value(layer_compactions_[size_t(il)]);
         std::vector<uint8_t> data;
         for (ggml_tensor * store : {kv_->k(il), kv_->v(il), kv_->hidden(il)}) {
             if (store != nullptr) {
@@ -284,7 +278,7 @@ void cache_manager::save(byte_writer & w) const {
 void cache_manager::load(byte_reader & r) {
     for (int32_t il = 0; il < kv_->n_layer(); ++il) {
         std::vector<row_meta> rows = r.vector<row_meta>(uint64_t(kv_->capacity(il)));
-        layers_[size_t(il)].compactions = r.value<int64_t>();
+        layer_compactions_[size_t(il)] = r.value<int64_t>();
         std::vector<uint8_t> data;
         for (ggml_tensor * store : {kv_->k(il), kv_->v(il), kv_->hidden(il)}) {
             if (store != nullptr) {

@@ -25,10 +25,6 @@ class byte_reader;
 using graph_builder = std::function<std::function<void()>(ggml_context *, ggml_cgraph *)>;
 using graph_runner = std::function<void(const graph_builder & build, const std::function<void()> & read)>;
 
-struct layer_counters {
-    int64_t compactions = 0;
-};
-
 class cache_manager {
 public:
     cache_manager(const text_hparams & hp, const om_stream_params & params, ggml_backend_buffer_type_t buft);
@@ -40,7 +36,7 @@ public:
     int32_t budget_audio(int32_t il) const { return bounded() ? budget_[size_t(il) * 2] : -1; }
     int32_t budget_visual(int32_t il) const { return bounded() ? budget_[size_t(il) * 2 + 1] : -1; }
     int64_t compactions() const { return compactions_; }
-    int64_t compactions(int32_t il) const { return layers_[size_t(il)].compactions; }
+    int64_t compactions(int32_t il) const { return layer_compactions_[size_t(il)]; }
     double  score_seconds() const { return t_score_; }
     double  compact_seconds() const { return t_compact_; }
 
@@ -71,7 +67,7 @@ private:
     std::vector<int32_t> budget_;                 // [n_layer][2] audio, visual; empty: unbounded
     std::unique_ptr<kv_cache> kv_;
     std::vector<std::vector<float>> received_;    // per layer: attention received during the current chunk
-    std::vector<layer_counters> layers_;
+    std::vector<int64_t> layer_compactions_;
     int32_t first_media_seq_ = -1;                // text before it (the prompt) is never capped
     std::mt19937_64 rng_;
     int64_t compactions_ = 0;

@@ -22,8 +22,8 @@ kv_cache::kv_cache(const text_hparams & hp, const std::vector<int32_t> & capacit
     buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, buft);
     if (buffer_ == nullptr) {
         size_t total = 0;
-        for (int32_t il = 0; il < hp.n_layer; ++il) {
-            total += ggml_nbytes(k_[size_t(il)]) * (hidden ? 3 : 2);
+        for (ggml_tensor * t = ggml_get_first_tensor(ctx_); t != nullptr; t = ggml_get_next_tensor(ctx_, t)) {
+            total += ggml_nbytes(t);
         }
         ggml_free(ctx_);
         fail(OM_STATUS_BACKEND_ERROR, "cannot allocate %.1f MiB of %s memory for the stream; use a smaller n_ctx "

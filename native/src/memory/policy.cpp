@@ -29,6 +29,14 @@ bool over_budget(const om_memory_params & p, int64_t n_audio, int64_t n_visual, 
     return n_audio + n_visual > int64_t(budget_audio) + budget_visual;
 }
 
+bool stores_hidden(const om_memory_params & p) {
+    return policy_needs_redundancy(p) && p.redundancy == OM_REDUNDANCY_HIDDEN;
+}
+
+int32_t extra_rows(const om_stream_params & p) {
+    return p.memory.n_extra > 0 ? p.memory.n_extra : p.n_batch + 512;   // a chunk in flight, prompt, Q and A
+}
+
 void check_memory_params(const om_memory_params & p) {
     if (p.policy < OM_POLICY_FULL || p.policy > OM_POLICY_RANDOM) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown memory policy %d", int(p.policy));
@@ -48,8 +56,9 @@ void check_memory_params(const om_memory_params & p) {
 std::vector<float> perturbation_scores(const selection_input & in, float lambda) {
     std::vector<float> score(size_t(in.n));
     for (int32_t j = 0; j < in.n; ++j) {
-        const double before = j > 0 ? in.adjacent_cos[j - 1] : 1.0;
-        const double after = j + 1 < in.n ? in.adjacent_cos[j] : 1.0;
+        // a missing neighbour, or no cosines at all, counts as an identical one
+        const double before = j > 0 && in.adjacent_cos != nullptr ? in.adjacent_cos[j - 1] : 1.0;
+        const double after = j + 1 < in.n && in.adjacent_cos != nullptr ? in.adjacent_cos[j] : 1.0;
         const double spread = std::sqrt(std::max(0.0, 1.0 - (before + after) / 2.0));
         const double attended = lambda == 0.0f ? 1.0 : std::pow(double(in.importance[j]), double(lambda));
         score[size_t(j)] = float(spread * attended);

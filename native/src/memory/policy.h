@@ -21,13 +21,17 @@ struct selection_input {
     const modality * mod = nullptr;            // [n]
     int32_t          n = 0;
     const float *    importance = nullptr;     // [n] attention received (running average); for policies that need it
-    const float *    adjacent_cos = nullptr;   // [n - 1] cos(row j, row j + 1); for the OMNIMEM policies
+    const float *    adjacent_cos = nullptr;   // [n - 1] cos(row j, row j + 1), or NULL: all alike (cos 1)
     int32_t          budget_audio = 0;
     int32_t          budget_visual = 0;
 };
 
 bool policy_needs_importance(const om_memory_params & p);
 bool policy_needs_redundancy(const om_memory_params & p);
+// Whether rows also store the layer-input hidden states (the exact redundancy mode of a policy that uses it).
+bool stores_hidden(const om_memory_params & p);
+// Rows per layer beyond the budget (om_memory_params.n_extra, or its default).
+int32_t extra_rows(const om_stream_params & p);
 // Whether media rows counted (audio, visual) exceed what the policy keeps.
 bool over_budget(const om_memory_params & p, int64_t n_audio, int64_t n_visual, int32_t budget_audio,
                  int32_t budget_visual);

@@ -8,6 +8,14 @@ namespace {
 
 // Blocks that attend over whole frames: the file's list, else every n-th block of llama.cpp's window-attention
 // period n (its converter writes only that).
+// A tower must project into the text model's embedding space.
+void check_projection_width(const char * path, const char * what, int32_t n_out, int32_t n_embd_text) {
+    if (n_out != n_embd_text) {
+        fail(OM_STATUS_MODEL_MISMATCH, "%s projects %s to width %d but the text model is %d wide: the projector "
+             "belongs to another model", path, what, n_out, n_embd_text);
+    }
+}
+
 std::vector<bool> full_attention_blocks(const key_reader & keys, int32_t n_layer) {
     std::vector<int64_t> blocks = keys.integers("omnimem.qwen25_omni.vision_fullatt_block_indexes", false);
     if (blocks.empty()) {
@@ -46,10 +54,7 @@ std::unique_ptr<vision_tower> find_vision_tower(const weight_file & file, tensor
     v->merge = int32_t(keys.integer("clip.vision.spatial_merge_size", false, 2));
     const int64_t window_px = keys.integer("clip.vision.window_size", false, 112);
     const int64_t temporal = keys.integer("omnimem.qwen25_omni.vision_temporal_patch_size", false, 2);
-    if (v->n_out != n_embd_text) {
-        fail(OM_STATUS_MODEL_MISMATCH, "%s projects images to width %d but the text model is %d wide: the projector "
-             "belongs to another model", path, v->n_out, n_embd_text);
-    }
+    check_projection_width(path, "images", v->n_out, n_embd_text);
     if (v->n_embd <= 0 || v->n_head <= 0 || v->n_layer <= 0 || v->n_embd % v->n_head != 0 ||
         (v->n_embd / v->n_head) % 4 != 0) {
         fail(OM_STATUS_MODEL_MISMATCH, "%s: vision width %d with %d heads and %d blocks gives no head size divisible "
@@ -115,10 +120,7 @@ std::unique_ptr<audio_tower> find_audio_tower(const weight_file & file, tensor_f
     // files written by llama.cpp's converter lack the window; 100 is Qwen2.5-Omni's released value
     a->n_window = int32_t(keys.integer("omnimem.qwen25_omni.audio_n_window", false, 100));
     const char * path = file.path().c_str();
-    if (a->n_out != n_embd_text) {
-        fail(OM_STATUS_MODEL_MISMATCH, "%s projects audio to width %d but the text model is %d wide: the projector "
-             "belongs to another model", path, a->n_out, n_embd_text);
-    }
+    check_projection_width(path, "audio", a->n_out, n_embd_text);
     if (a->n_embd <= 0 || a->n_head <= 0 || a->n_embd % a->n_head != 0 || a->n_window <= 0) {
         fail(OM_STATUS_MODEL_MISMATCH, "%s: audio width %d must be a positive multiple of its head count %d", path,
              a->n_embd, a->n_head);

@@ -172,10 +172,59 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from .avrecall.bench import BenchSettings, format_table, run_benchmark, write_report
+
+    options = {k: v for k, v in dict(
+        minutes=args.minutes, budgets=args.budgets, policies=args.policies, seeds=args.seeds,
+        questions=args.questions, threads=args.threads, model=args.model, mmproj=args.mmproj).items() if v is not None}
+    settings = BenchSettings.quick(**options) if args.quick else BenchSettings(**options)
+    if args.report:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InvalidArgumentError("--report draws plots with matplotlib: pip install matplotlib") from None
+    start = time.perf_counter()
+    rows = run_benchmark(settings, progress=not args.json)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"results": rows}))
+    else:
+        print(format_table(rows))
+        print(f"({seconds / 60:.1f} min)")
+    if args.report:
+        command = "omnimem bench avrecall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "avrecall"] else [])
+        for path in write_report(rows, settings, command.strip(), pathlib.Path(args.report), seconds):
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def _numbers(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    return parse
+
+
+def _policy_list(text: str) -> tuple:
+    from .memory import POLICIES
+
+    names = tuple(v for v in text.split(",") if v)
+    unknown = [v for v in names if v not in POLICIES or v == "full"]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown bounded policy {', '.join(unknown)}; choose from "
+                                         f"{', '.join(p for p in POLICIES if p != 'full')} (full always runs)")
+    return names
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(n_threads=args.threads, clip=args.clip)
+    return run_demo(n_threads=args.threads, clip_path=args.output)
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -284,11 +333,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_options(p)
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("demo", help="stream a video through the embedded demo model",
-                       description="Write a short synthetic video with sound, stream it through the small model "
-                                   "shipped with the package, and ask it a question; needs no download.")
+    p = sub.add_parser("bench", help="benchmarks (avrecall: accuracy against the memory budget)",
+                       description="Run a benchmark.")
+    bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    p = bench.add_parser(
+        "avrecall", help="question-answering accuracy per policy, budget and stream length",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Stream generated AV-Recall videos (frames and sound through the encoders) into one stream per "
+                    "policy and budget, plus `full` as the ceiling, then ask each stream the same questions about "
+                    "what it saw and heard. Prints accuracy per question family and the K/V memory of each cell.",
+        epilog="Examples:\n  omnimem bench avrecall --quick\n"
+               "  omnimem bench avrecall --minutes 1,5,20 --budgets 128,256,512,1024 --report docs/\n"
+               "  omnimem bench avrecall --quick --json | jq '.results[] | select(.question_type == \"all\")'")
+    p.add_argument("--quick", action="store_true", help="two 1-minute streams, budgets 128 and 512 (a few minutes "
+                                                        "on 2 cores)")
+    p.add_argument("--minutes", type=_numbers(float), help="stream lengths in minutes (default 1,5,20)")
+    p.add_argument("--budgets", type=_numbers(int), help="media rows per layer (default 128,256,512,1024)")
+    p.add_argument("--policies", type=_policy_list,
+                   help=f"bounded policies to compare, comma-separated, or \"\" for full alone (default: all of "
+                        f"{', '.join(p for p in POLICIES if p != 'full')})")
+    p.add_argument("--seeds", type=int, help="streams per length (default 3)")
+    p.add_argument("--questions", type=int, help="questions per stream (default 24)")
+    p.add_argument("--model", help="text-model GGUF (default: the shipped AV-Recall model)")
+    p.add_argument("--mmproj", help="its projector GGUF")
+    p.add_argument("--json", action="store_true",
+                   help='print {"results": [{policy, budget, minutes, question_type, accuracy, kv_bytes, n}]}')
+    p.add_argument("--report", metavar="DIR", help="also write the tables (markdown, JSON) and PNG plots to DIR")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.set_defaults(func=_cmd_bench_avrecall)
+
+    p = sub.add_parser("demo", help="the shipped model watches a generated clip under a budget and answers",
+                       description="Write a one-minute AV-Recall clip (shapes and sounds) as an mp4, stream it "
+                                   "through the small model shipped with the package under OmniMem with a budget, "
+                                   "and print its answers to questions about the clip beside the truth, and the "
+                                   "memory used. Needs no download.",
+                       epilog="Example:\n  omnimem demo --output clip.mp4")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1; the model is tiny)")
-    p.add_argument("--clip", help="stream this video file instead of the synthetic one")
+    p.add_argument("--output", default="avrecall-demo.mp4", help="where the clip is written "
+                                                                 "(default avrecall-demo.mp4)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

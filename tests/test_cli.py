@@ -19,9 +19,28 @@ def omnimem(*args, cwd):
 
 
 def test_demo_streams_a_video_and_answers(tmp_path):
+    from omnimem_cpp.demo import DEMO_QUESTIONS
+
     proc = omnimem("demo", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "s of video with sound ->" in proc.stdout and "questions are rolled back" in proc.stdout
+    with om.media.open(tmp_path / "avrecall-demo.mp4") as clip:     # the clip it wrote, for the user to watch
+        assert clip.duration == pytest.approx(60, abs=0.5)
+    lines = proc.stdout.splitlines()
+    assert sum(line.endswith((" ok", " wrong")) for line in lines) == DEMO_QUESTIONS
+    assert any("KiB of K/V" in line for line in lines) and "questions were rolled back" in proc.stdout
+
+
+def test_bench_avrecall_json_and_bad_options(tmp_path):
+    proc = omnimem("bench", "avrecall", "--minutes", "0.25", "--budgets", "32", "--policies", "omnimem",
+                   "--seeds", "1", "--questions", "4", "--threads", "1", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["results"]
+    keys = {"policy", "budget", "minutes", "question_type", "accuracy", "kv_bytes"}
+    assert rows and all(keys <= set(r) for r in rows)
+    assert {(r["policy"], r["budget"]) for r in rows if r["question_type"] == "all"} == {("full", None),
+                                                                                         ("omnimem", 32)}
+    proc = omnimem("bench", "avrecall", "--budgets", "lots", cwd=tmp_path)
+    assert proc.returncode == 2 and "comma-separated numbers" in proc.stderr
 
 
 def test_info_and_run_with_json(tmp_path, tiny_gguf):

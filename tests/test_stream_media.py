@@ -209,10 +209,29 @@ def test_video_without_audio_then_an_image_then_audio_in_one_prompt(model, tiny_
         assert rel_err(s.logits(), expected[-1]) <= 1e-4
 
 
-def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tmp_path):
-    from omnimem_cpp.demo import write_demo_clip
+def write_tone_clip(path, seconds: int, fps: int, sample_rate: int = 16000):
+    """A video whose colour changes every second over a tone (mp4: MPEG-4 168x224 + AAC)."""
+    import av
 
-    path = write_demo_clip(tmp_path / "clip.mp4", seconds=5, fps=10)   # 168x224 frames, a tone, 5 s
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 224, 168, "yuv420p"
+        audio = out.add_stream("aac", rate=sample_rate)
+        for i in range(seconds * fps):
+            frame = np.full((168, 224, 3), [(i // fps) * 40 % 256, 128, 200], np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * sample_rate) / sample_rate)).astype(np.float32)
+        for start in range(0, tone.size, 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, start
+            out.mux(audio.encode(frame))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    return path
+
+
+def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tmp_path):
+    path = write_tone_clip(tmp_path / "clip.mp4", seconds=5, fps=10)   # 10 fps resampled to 2, resized frames
     vh, vw = media.smart_resize(168, 224, **media.VIDEO_PIXELS)
     with om.media.open(path) as reader, model.stream(n_ctx=2048) as s:
         chunks = 0

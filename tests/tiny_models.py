@@ -128,7 +128,7 @@ def _qwen2_pretokenizer():
 
 
 @functools.lru_cache(maxsize=None)
-def _trained_tokenizer_json(vocab_size: int) -> str:
+def _trained_tokenizer_json(vocab_size: int, corpus: tuple = (), exact_size: bool = True) -> str:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
@@ -138,10 +138,10 @@ def _trained_tokenizer_json(vocab_size: int) -> str:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    lines = _CORPUS.splitlines(keepends=True)
-    tok.train_from_iterator(lines * 4, trainer=trainer)
-    if tok.get_vocab_size() != vocab_size:
-        raise RuntimeError(f"the built-in corpus yields {tok.get_vocab_size()} tokens, not {vocab_size}; "
+    lines = list(corpus) or _CORPUS.splitlines(keepends=True) * 4
+    tok.train_from_iterator(lines, trainer=trainer)
+    if exact_size and tok.get_vocab_size() != vocab_size:
+        raise RuntimeError(f"the corpus yields {tok.get_vocab_size()} tokens, not {vocab_size}; "
                            "ask for a smaller vocab_size")
     for content, special in ADDED_TOKENS:
         token = AddedToken(content, special=special, normalized=False)
@@ -149,18 +149,19 @@ def _trained_tokenizer_json(vocab_size: int) -> str:
     return tok.to_str()
 
 
-def train_tokenizer(out_dir, vocab_size: int = TRAINED_VOCAB) -> pathlib.Path:
+def train_tokenizer(out_dir, vocab_size: int = TRAINED_VOCAB, corpus: tuple = ()) -> pathlib.Path:
     """Write a Qwen2-style byte-level BPE tokenizer (tokenizer.json + tokenizer_config.json) to out_dir.
 
     vocab_size is the size of the trained byte-level part; ADDED_TOKENS follow it in order, so the ids in
-    TOKEN_IDS hold only for the default size.
+    TOKEN_IDS hold only for the default size. With a `corpus` (lines of text) the tokenizer is trained on it
+    and vocab_size is an upper bound: training stops when the corpus has no pair left to merge.
     """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     out_dir = pathlib.Path(out_dir)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json(vocab_size)),
+        tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json(vocab_size, tuple(corpus), not corpus)),
         eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None,
         model_max_length=32768, clean_up_tokenization_spaces=False,
     )

@@ -3,8 +3,8 @@
 A stream is a mostly static scene (a textured background with a few coloured shapes in fixed slots) in
 which rare visual events happen (an object appears, disappears, changes colour or moves), over an audio
 track of background noise with rare sound events (two-tone patterns standing for symbols). Frames are
-redundant like real video, and the default 336x280 frames at 2 fps give Qwen2.5-Omni 120 visual tokens
-per second against 25 audio tokens (4.8:1). Questions ask about any moment — audio-only, visual-only or
+redundant like real video, and the default 336x308 frames at 2 fps give Qwen2.5-Omni 132 visual tokens
+per second against 25 audio tokens (5.3:1). Questions ask about any moment — audio-only, visual-only or
 cross-modal, in configurable proportions — with one-word or numeric answers from a small closed
 vocabulary, so a tiny model can be trained on them and scored exactly.
 
@@ -14,9 +14,9 @@ schedule and replays the scene state; :mod:`.questions` derives questions and an
 demand (hour-long streams never sit in memory) and writes mp4 files. Everything random is seeded from
 ``config.seed`` and a fixed stream id per purpose, so the same config gives the same stream and questions.
 
-    from benchmarks.avrecall import AVRecallConfig, AVRecallStream, write_mp4
+    from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, write_mp4
     stream = AVRecallStream(AVRecallConfig(seconds=600, seed=3))
-    for chunk in stream:                      # chunk.video [4, 280, 336, 3] uint8, chunk.audio [32000] float32
+    for chunk in stream:                      # chunk.video [4, 308, 336, 3] uint8, chunk.audio [32000] float32
         ...
     stream.events, stream.questions           # Event / Question lists, each with to_dict()
     write_mp4(stream, "avrecall-3.mp4")
@@ -24,10 +24,10 @@ demand (hour-long streams never sit in memory) and writes mp4 files. Everything 
 
 from .config import AVRecallConfig
 from .events import Event, Timeline
-from .questions import KINDS, Question, answer_vocabulary, family_counts, format_time
-from .render import AVChunk, AVRecallStream, write_mp4
+from .questions import KINDS, Question, all_questions, answer_vocabulary, family_counts, normalise_answer
+from .render import AVRecallStream, write_mp4
 
 __all__ = [
-    "AVChunk", "AVRecallConfig", "AVRecallStream", "Event", "KINDS", "Question", "Timeline",
-    "answer_vocabulary", "family_counts", "format_time", "write_mp4",
+    "AVRecallConfig", "AVRecallStream", "Event", "KINDS", "Question", "Timeline",
+    "all_questions", "answer_vocabulary", "family_counts", "normalise_answer", "write_mp4",
 ]

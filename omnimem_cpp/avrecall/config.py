@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 # Qwen2.5-Omni's token rules: the vision encoder cuts frames into 14x14 patches, merges 2x2 of them and
 # pairs frames in time, so every 2 frames give (H/28)*(W/28) tokens; the audio encoder gives 25 tokens/s.
+# Video frames are resized to hold 128..768 of those merged cells, so frames within that range go in as drawn.
 PATCH_PIXELS = 28
+VIDEO_CELLS = (128, 768)
 FRAMES_PER_VISUAL_GROUP = 2
 AUDIO_TOKENS_PER_SECOND = 25
 
@@ -24,8 +26,9 @@ class AVRecallConfig:
         seconds: the stream's length in seconds (any positive length; chunks are ``chunk_seconds`` long,
             the last one shorter when the length is not a multiple).
         seed: seeds every random choice (events, questions, textures, noise).
-        width, height: frame size in pixels, multiples of 28 so the vision encoder sees it unresized.
-            The default 336x280 gives 120 visual tokens per second against 25 audio tokens (4.8:1).
+        width, height: frame size in pixels: multiples of 28 whose 28-px cells number 128..768, so the
+            vision encoder sees frames unresized. The default 336x308 gives 132 visual tokens per second
+            against 25 audio tokens (5.3:1).
         fps: frames per second of the delivered video (Qwen2.5-Omni samples at 2).
         sample_rate: audio samples per second (16 kHz mono float32, what the audio encoder takes).
         chunk_seconds: length of a delivered chunk.
@@ -53,7 +56,7 @@ class AVRecallConfig:
     seconds: float = 1200.0
     seed: int = 0
     width: int = 336
-    height: int = 280
+    height: int = 308
     fps: float = 2.0
     sample_rate: int = 16000
     chunk_seconds: float = 2.0
@@ -68,7 +71,7 @@ class AVRecallConfig:
     slots: tuple = ("left", "centre", "right")
     symbols: tuple = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
     noise_level: float = 0.02
-    n_questions: int = 60
+    n_questions: int = 24
     question_mix: dict = field(default_factory=lambda: {"audio": 0.3, "visual": 0.4, "cross": 0.3})
     max_count: int = 9
 
@@ -78,6 +81,10 @@ class AVRecallConfig:
             setattr(self, name, tuple(getattr(self, name)))
         if self.width % PATCH_PIXELS or self.height % PATCH_PIXELS:
             raise ValueError(f"width and height must be multiples of {PATCH_PIXELS}, got {self.width}x{self.height}")
+        cells = (self.width // PATCH_PIXELS) * (self.height // PATCH_PIXELS)
+        if not VIDEO_CELLS[0] <= cells <= VIDEO_CELLS[1]:
+            raise ValueError(f"a {self.width}x{self.height} frame has {cells} cells of 28x28 px; Qwen2.5-Omni resizes "
+                             f"video frames to {VIDEO_CELLS[0]}..{VIDEO_CELLS[1]} cells, so choose a size within that")
         if self.seconds <= 0 or self.fps <= 0 or self.chunk_seconds <= 0:
             raise ValueError("seconds, fps and chunk_seconds must be positive")
         if set(self.question_mix) - set(QUESTION_FAMILIES) or sum(self.question_mix.values()) <= 0:

@@ -11,12 +11,12 @@ same whatever order or subset is rendered.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
+from ..media import Chunk
 from .config import AVRecallConfig
 from .events import Timeline
 
@@ -28,24 +28,6 @@ NOISE_BANK = 4          # distinct sensor-noise frames; cycling them is far chea
 NOISE_LEVELS = 3        # ± grey levels of sensor noise
 SOUND_AMPLITUDE = 0.3
 FADE_SECONDS = 0.01     # raised-cosine edges, so tones do not click
-
-
-@dataclass(frozen=True, repr=False)
-class AVChunk:
-    """The stretch ``[start, start + chunk_seconds)`` of a stream: ``video`` uint8 RGB ``[N, H, W, 3]``
-    sampled at ``fps`` and ``audio`` float32 mono PCM at ``sample_rate`` (the fields of
-    ``omnimem_cpp.media.Chunk``)."""
-
-    index: int
-    start: float
-    video: np.ndarray
-    audio: np.ndarray
-    fps: float
-    sample_rate: int
-
-    def __repr__(self) -> str:
-        return f"AVChunk(index={self.index}, start={self.start:g}, video={list(self.video.shape)}, " \
-               f"audio={list(self.audio.shape)})"
 
 
 def shape_mask(shape: str, size: int) -> np.ndarray:
@@ -78,7 +60,7 @@ def symbol_tones(config: AVRecallConfig) -> dict:
 class AVRecallStream:
     """A generated stream: its events and questions at once, its media chunk by chunk.
 
-    Iterating yields :class:`AVChunk` objects; :meth:`chunk` renders any one of them. Nothing but the small
+    Iterating yields :class:`omnimem_cpp.media.Chunk` objects (as :func:`omnimem_cpp.media.open` does); :meth:`chunk` renders any one of them. Nothing but the small
     caches (a background and a drawn frame) outlives a chunk, so hour-long streams stream in bounded memory.
     """
 
@@ -112,11 +94,11 @@ class AVRecallStream:
     def __len__(self) -> int:
         return self.n_chunks
 
-    def __iter__(self) -> Iterator[AVChunk]:
+    def __iter__(self) -> Iterator[Chunk]:
         for i in range(self.n_chunks):
             yield self.chunk(i)
 
-    def chunk(self, index: int) -> AVChunk:
+    def chunk(self, index: int) -> Chunk:
         cfg = self.config
         if not 0 <= index < self.n_chunks:
             raise IndexError(f"chunk {index} of {self.n_chunks}")
@@ -131,7 +113,7 @@ class AVRecallStream:
             np.clip(noisy, 0, 255, out=noisy)
             video[j] = noisy
         s0, s1 = round(start * cfg.sample_rate), round(end * cfg.sample_rate)
-        return AVChunk(index, start, video, self._audio(rng, s0, s1), float(cfg.fps), int(cfg.sample_rate))
+        return Chunk(index, start, video, self._audio(rng, s0, s1), float(cfg.fps), int(cfg.sample_rate))
 
     # --- video ---------------------------------------------------------------------------------------
 

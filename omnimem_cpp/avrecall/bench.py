@@ -1,0 +1,244 @@
+"""`omnimem bench avrecall`: question-answering accuracy against the memory budget, for every policy.
+
+Each AV-Recall stream is rendered chunk by chunk and fed, as real frames and PCM, into one stream per
+cell (a policy at a budget, and ``full`` as the ceiling) in lockstep, so every cell sees the same media.
+At the end each cell is asked the stream's questions (greedy, rolled back after each); an answer is right
+when it equals the truth word for word. The seeds are the benchmark's own: the shipped model was trained
+on other seeds only.
+
+    from omnimem_cpp.avrecall.bench import BenchSettings, run_benchmark
+    rows = run_benchmark(BenchSettings(minutes=(1,), budgets=(256,), seeds=2))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from tqdm import tqdm
+
+from ..errors import InvalidArgumentError
+from ..memory import POLICIES
+from .config import QUESTION_FAMILIES, AVRecallConfig
+from .questions import KINDS, normalise_answer
+from .render import AVRecallStream
+
+DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+MODEL = DATA / "avrecall-text.gguf"
+PROJECTOR = DATA / "avrecall-mmproj.gguf"
+ALL = "all"
+# the streams' tokens per second (visual + audio) at the default frame size, for sizing full memories
+TOKENS_PER_SECOND = AVRecallConfig().visual_tokens_per_second + AVRecallConfig().audio_tokens_per_second
+
+
+@dataclass
+class BenchSettings:
+    """What one benchmark run covers.
+
+    minutes: stream lengths; budgets: media rows kept per layer (tokens); policies: the bounded policies
+    (``full`` always runs once per stream as the ceiling); seeds: streams per length; questions: asked of
+    each stream (split over the families 30/40/30).
+    """
+
+    minutes: tuple = (1, 5, 20)
+    budgets: tuple = (128, 256, 512, 1024)
+    policies: tuple = tuple(p for p in POLICIES if p != "full")
+    seeds: int = 3
+    questions: int = 24
+    threads: Optional[int] = None
+    model: pathlib.Path = MODEL
+    mmproj: pathlib.Path = PROJECTOR
+
+    @classmethod
+    def quick(cls, **overrides) -> "BenchSettings":
+        """A few minutes on 2 cores: two 1-minute streams, two budgets."""
+        return cls(**{**dict(minutes=(1,), budgets=(128, 512), seeds=2, questions=20), **overrides})
+
+
+@dataclass
+class StreamResult:
+    """One cell on one stream: its answers and its memory."""
+
+    policy: str
+    budget: Optional[int]
+    minutes: float
+    seed: int
+    kv_bytes: int
+    answers: list = field(default_factory=list)      # (family, kind, truth, answer)
+
+
+MIN_QUESTIONS = 9       # three per family
+
+
+def stream_configs(minutes: float, n: int, questions: int) -> list:
+    """The first ``n`` seeds whose stream of this length can be asked at least MIN_QUESTIONS questions (or
+    ``questions`` if fewer); each gets as many as it can up to ``questions`` (a one-minute stream has only a
+    few events to ask about)."""
+    if questions < 1:
+        raise InvalidArgumentError(f"ask at least one question per stream, not {questions}")
+    configs, seed = [], 0
+    while len(configs) < n:
+        for n_questions in range(questions, min(questions, MIN_QUESTIONS) - 1, -1):
+            cfg = AVRecallConfig(seconds=60.0 * minutes, seed=seed, n_questions=n_questions)
+            try:
+                AVRecallStream(cfg)
+            except ValueError:
+                continue        # too few events of some kind for this many questions
+            configs.append(cfg)
+            break
+        seed += 1
+    return configs
+
+
+def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True) -> list:
+    """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
+    av = AVRecallStream(config)
+    cells = [("full", None)] + [(p, b) for p in settings.policies for b in settings.budgets]
+    n_ctx = int(config.seconds * TOKENS_PER_SECOND) + 256
+    streams = {cell: model.stream(policy=cell[0], budget=cell[1]) if cell[1] else model.stream(n_ctx=n_ctx)
+               for cell in cells}
+    try:
+        label = f"{config.seconds / 60:g} min, seed {config.seed}"
+        for chunk in tqdm(av, total=len(av), unit="chunk", desc=label, disable=not progress, leave=False):
+            for s in streams.values():
+                s.feed(chunk)
+        results = []
+        for (policy, budget), s in streams.items():
+            s.close_media()
+            result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes)
+            for q in av.questions:
+                answer = normalise_answer(s.ask(q.text, max_tokens=4))
+                result.answers.append((q.family, q.kind, q.answer, answer))
+            results.append(result)
+        return results
+    finally:
+        for s in streams.values():
+            s.close()
+
+
+def summarise(results: list) -> list:
+    """Accuracy rows ``{policy, budget, minutes, question_type, accuracy, kv_bytes, n}``: per family, per kind
+    and ``"all"``, over every stream of a cell; kv_bytes is the mean over those streams."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r.policy, r.budget, r.minutes), []).append(r)
+    rows = []
+    for (policy, budget, minutes), rs in sorted(groups.items(), key=lambda g: (g[0][2], g[0][0], g[0][1] or 0)):
+        answers = [a for r in rs for a in r.answers]
+        kv_bytes = int(round(sum(r.kv_bytes for r in rs) / len(rs)))
+        types = [ALL] + [f for f in QUESTION_FAMILIES] + [k for f in QUESTION_FAMILIES for k in KINDS[f]]
+        for t in types:
+            picked = [a for a in answers if t in (ALL, a[0], a[1])]
+            if picked:
+                rows.append(dict(policy=policy, budget=budget, minutes=minutes, question_type=t,
+                                 accuracy=round(sum(a[2] == a[3] for a in picked) / len(picked), 4),
+                                 kv_bytes=kv_bytes, n=len(picked)))
+    return rows
+
+
+def run_benchmark(settings: BenchSettings, progress: bool = True,
+                  on_stream: Optional[Callable[[list], None]] = None) -> list:
+    """Runs every stream of the settings and returns the summary rows (see :func:`summarise`)."""
+    from ..model import Model
+
+    results = []
+    with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads) as model:
+        jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
+        for cfg in tqdm(jobs, unit="stream", desc="AV-Recall", disable=not progress):
+            results += run_stream(model, cfg, settings, progress)
+            if on_stream:
+                on_stream(results)
+    return summarise(results)
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+
+def _cell(row: dict) -> str:
+    return "full" if row["budget"] is None else f"{row['policy']} @ {row['budget']}"
+
+
+def format_table(rows: list, question_types: tuple = (ALL,) + QUESTION_FAMILIES) -> str:
+    """A markdown table: one line per stream length and cell, accuracy per question type, K/V bytes."""
+    index = {(r["minutes"], r["policy"], r["budget"], r["question_type"]): r for r in rows}
+    cells = sorted({(r["minutes"], r["policy"], r["budget"]) for r in rows},
+                   key=lambda c: (c[0], c[2] is not None, c[2] or 0, c[1]))
+    lines = ["| minutes | policy @ budget | " + " | ".join(question_types) + " | K/V |",
+             "|---|---|" + "---|" * len(question_types) + "---|"]
+    for minutes, policy, budget in cells:
+        got = [index.get((minutes, policy, budget, t)) for t in question_types]
+        first = next(r for r in got if r)
+        accs = [f"{r['accuracy']:.0%}" if r else "–" for r in got]
+        lines.append(f"| {minutes:g} | {_cell(first)} | " + " | ".join(accs) + f" | {first['kv_bytes'] / 1024:,.0f} KiB |")
+    return "\n".join(lines)
+
+
+def plot(rows: list, out_dir: pathlib.Path) -> list:
+    """accuracy vs budget (at the longest length) and accuracy vs length (at each policy's smallest budget);
+    returns the PNG paths. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    overall = [r for r in rows if r["question_type"] == ALL]
+    longest = max(r["minutes"] for r in overall)
+    budgets = sorted({r["budget"] for r in overall if r["budget"] is not None})
+    policies = sorted({r["policy"] for r in overall if r["budget"] is not None})
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for policy in policies:
+        pts = sorted((r["budget"], r["accuracy"]) for r in overall if r["policy"] == policy and r["minutes"] == longest)
+        ax.plot(*zip(*pts), marker="o", label=policy)
+    full = [r["accuracy"] for r in overall if r["budget"] is None and r["minutes"] == longest]
+    if full:
+        ax.axhline(full[0], color="black", linestyle="--", label="full (no bound)")
+    ax.set(xscale="log", xlabel="budget (media rows per layer)", ylabel="accuracy",
+           title=f"AV-Recall, {longest:g}-minute streams", ylim=(0, 1.02))
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "avrecall_budget.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    smallest = budgets[0]
+    for policy in policies:
+        pts = sorted((r["minutes"], r["accuracy"]) for r in overall if r["policy"] == policy and r["budget"] == smallest)
+        ax.plot(*zip(*pts), marker="o", label=f"{policy} @ {smallest}")
+    pts = sorted((r["minutes"], r["accuracy"]) for r in overall if r["budget"] is None)
+    ax.plot(*zip(*pts), marker="s", color="black", linestyle="--", label="full (no bound)")
+    ax.set(xscale="log", xlabel="stream length (minutes)", ylabel="accuracy", title="AV-Recall: accuracy vs length",
+           ylim=(0, 1.02))
+    minutes = sorted({r["minutes"] for r in overall})
+    ax.set_xticks(minutes, [f"{m:g}" for m in minutes])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "avrecall_length.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def settings_json(settings: BenchSettings) -> dict:
+    """The settings as JSON, model files by name (a report does not carry the paths of the machine it ran on)."""
+    return {k: (pathlib.Path(v).name if k in ("model", "mmproj") else v)
+            for k, v in dataclasses.asdict(settings).items()}
+
+
+def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float) -> list:
+    """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "avrecall-results.json").write_text(json.dumps(
+        {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "results": rows},
+        indent=1))
+    kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
+    text = [f"Made by `{command}` in {seconds / 60:.0f} min.", "", format_table(rows), "",
+            "By question kind:", "", format_table(rows, kinds), ""]
+    (out_dir / "avrecall-results.md").write_text("\n".join(text))
+    return [out_dir / "avrecall-results.json", out_dir / "avrecall-results.md"] + plot(rows, out_dir)
+

@@ -1,0 +1,450 @@
+"""Trains the small AV-Recall model that ships as omnimem_cpp/data/avrecall-text.gguf + avrecall-mmproj.gguf.
+
+A Qwen2.5-Omni thinker (transformers classes) with frozen random encoders: the vision and audio towers keep
+their seeded random weights, and only the language model learns. Its training streams go through the real
+pipeline: AV-Recall chunks (frames and PCM) are preprocessed and encoded by this project's native runtime
+from the projector file that ships, exactly as a stream does it, so the model learns on the embeddings it
+will see. Questions follow each stream in the chat layout `Stream.ask` uses; the loss is on the answer.
+
+Positions far beyond the training streams: a stream's TMRoPE positions grow by 25 per second, so after 20
+minutes a question sits 30,000 positions past the stream's start. Training streams are short (12-64 s), so
+each is stretched at random: the gaps between chunks grow, as if it were a longer stream whose memory kept
+only these chunks (which is what a bounded memory shows the model), up to 25 minutes of stream time.
+
+    pip install '.[test]'
+    python scripts/train_avrecall_model.py       # hours on 2 cores (stops and resumes); writes the GGUF pair
+                                                 # and docs/avrecall-training.json
+    python scripts/train_avrecall_model.py --phase 20:12-16 --out-dir try --work-dir try  # a try
+
+Everything is seeded; the same arguments give the same weights on the same machine and torch version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import tiny_models  # noqa: E402
+
+import omnimem_cpp as om  # noqa: E402
+from omnimem_cpp import chat  # noqa: E402
+from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
+from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
+
+# Training streams use seeds from here on; the benchmark's streams use small seeds, so none is seen in training.
+TRAIN_SEED_BASE = 1_000_000
+POSITIONS_PER_SECOND = 25
+MAX_STRETCH_SECONDS = 1500.0
+QUESTIONS_PER_KIND = 5
+
+TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, mrope_section=[4, 6, 6])
+VISION = dict(depth=2, hidden_size=64, num_heads=2, intermediate_size=128, fullatt_block_indexes=[1],
+              window_size=112, patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3)
+AUDIO = dict(num_mel_bins=128, d_model=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128,
+             n_window=100, max_source_positions=1500)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stage of the curriculum: ``steps`` optimizer steps, each on a new stream of ``shortest`` to
+    ``longest`` seconds (even lengths)."""
+
+    steps: int
+    shortest: int
+    longest: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Phase":
+        try:
+            steps, lengths = text.split(":")
+            shortest, longest = lengths.split("-")
+            return cls(int(steps), int(shortest), int(longest))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a phase is STEPS:SHORTEST-LONGEST, got {text!r}") from None
+
+    def __str__(self) -> str:
+        return f"{self.steps}:{self.shortest}-{self.longest}"
+
+
+# first short streams, where the events are easy to find; then streams as long as the benchmark's shortest
+PHASES = (Phase(1500, 12, 32), Phase(3000, 20, 64))
+
+
+def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallConfig:
+    """The stream of one training step: every step sees a stream of its own (a model that saw a stream
+    twice could learn its answers by heart), with events as dense as a benchmark minute has them in all."""
+    seed = TRAIN_SEED_BASE + 100_000 * phase_index + step
+    seconds = np.random.default_rng(seed).choice(np.arange(phase.shortest, phase.longest + 2, 2))
+    return AVRecallConfig(seconds=float(seconds), seed=seed, visual_events_per_minute=9.0,
+                          sound_events_per_minute=9.0, min_event_gap=4.0, n_questions=0)
+
+
+def question_corpus(n_streams: int = 200) -> list:
+    """Lines the tokenizer learns from: questions and answers as the chat layout writes them."""
+    lines = []
+    for i in range(n_streams):
+        cfg = AVRecallConfig(seconds=60.0, seed=TRAIN_SEED_BASE - 1 - i, n_questions=0)
+        s = AVRecallStream(cfg)
+        lines += [f"user\n{q.text}\nassistant\n{q.answer}\n" for q in s.questions or all_questions(cfg, s.timeline)]
+    lines += [f"{w}\n" for w in answer_vocabulary(AVRecallConfig())] * 50
+    return lines
+
+
+def build_checkpoint(out_dir: pathlib.Path, seed: int) -> pathlib.Path:
+    """The untrained thinker: tokenizer, config and seeded weights (encoders drawn wide enough to keep their
+    input's information; the language model as transformers initialises it)."""
+    from transformers import AutoTokenizer, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    tiny_models.train_tokenizer(out_dir, vocab_size=1024, corpus=tuple(question_corpus()))
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    ids = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
+    text = dict(TEXT, vocab_size=int(math.ceil(len(tok) / 64) * 64), tie_word_embeddings=False,
+                rope_scaling={"mrope_section": TEXT["mrope_section"], "rope_type": "default"},
+                max_position_embeddings=65536, rope_theta=1e6, rms_norm_eps=1e-6,
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    text.pop("mrope_section")
+    cfg = Qwen2_5OmniThinkerConfig(
+        text_config=text, vision_config=dict(VISION, out_hidden_size=TEXT["hidden_size"]),
+        audio_config=dict(AUDIO, output_dim=TEXT["hidden_size"]),
+        audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
+        audio_start_token_id=ids["<|audio_bos|>"], audio_end_token_id=ids["<|audio_eos|>"],
+        vision_start_token_id=ids["<|vision_bos|>"], vision_end_token_id=ids["<|vision_eos|>"],
+        tie_word_embeddings=False, torch_dtype="float32")
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).float()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("visual.", "audio_tower.")):
+                if p.dim() == 1:
+                    p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=gen))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(math.prod(p.shape[1:])))
+    save_thinker(model, out_dir)
+    return out_dir
+
+
+def save_thinker(model, out_dir: pathlib.Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
+    cfg = model.config.to_dict()
+    cfg["architectures"] = ["Qwen2_5OmniThinkerForConditionalGeneration"]
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+# --- the stream's token layout, reproduced on the native encoders' outputs --------------------------------
+
+class StreamLayout:
+    """The embeddings and TMRoPE positions a stream gives to the language model for an AV-Recall stream fed
+    chunk by chunk and then asked a question: `<|vision_bos|><|audio_bos|>`, each 2-s chunk's video tokens
+    then its audio tokens, `<|audio_eos|><|vision_eos|>`. It follows the stream's own rules (the audio of a
+    chunk is encoded once the log-mel front end has all its frames, the last partial chunk at the close), and
+    the training checks it against the runtime's logits."""
+
+    def __init__(self, model: om.Model, stream: om.Stream):
+        self.model, self.stream = model, stream
+
+    def encode(self, av: AVRecallStream) -> dict:
+        mel = om.media.LogMelStream()
+        frames, embeddings, positions, chunk_of = [], [], [], []
+        start = 1                                   # after the two opening tokens at position 0
+        grids_done = audio_done = chunk = 0
+
+        def evaluate(final: bool) -> None:
+            nonlocal grids_done, audio_done, chunk
+            # the video grids (2 frames, one second each at 2 fps) that end within this chunk
+            n_frames = min(len(frames), 2 * (2 * (chunk + 1) - grids_done))
+            if n_frames > 0:
+                patches, grid = om.media.image_patches(np.stack(frames[:n_frames]), **om.media.VIDEO_PIXELS)
+                del frames[:n_frames]
+                embeddings.append(self.stream.encode_image(patches, grid))
+                t, gh, gw = grid
+                positions.extend((start + (grids_done + g) * POSITIONS_PER_SECOND, start + i, start + j)
+                                 for g in range(t) for i in range(gh // 2) for j in range(gw // 2))
+                grids_done += t
+            n = min(200, mel.n_ready)
+            if n > 0 and (final or n == 200):
+                audio = self.stream.encode_audio(mel.take(n))
+                embeddings.append(audio)
+                positions.extend((start + audio_done + k,) * 3 for k in range(len(audio)))
+                audio_done += len(audio)
+            chunk_of.extend([chunk] * (len(positions) - len(chunk_of)))
+            chunk += 1
+
+        for c in av:
+            frames.extend(c.video)
+            mel.push(c.audio)
+            if mel.n_ready >= 200 and len(frames) >= 2 * (2 * (chunk + 1) - grids_done):
+                evaluate(False)
+        mel.finish()
+        while frames or mel.n_ready > 0:
+            evaluate(True)
+        return {"embeddings": np.concatenate(embeddings),
+                "positions": np.asarray(positions, np.int32), "chunk": np.asarray(chunk_of, np.int32)}
+
+
+class Sequence:
+    """One training example: a stream's layout (stretched in time at random) and its questions, as the
+    language model's input embeddings, positions and answer targets."""
+
+    def __init__(self, tokenizer, special: dict):
+        self.tok, self.special = tokenizer, special
+
+    def question_ids(self, question: str, answer: str) -> tuple:
+        """Token ids of the closing tokens, the user turn and the answer, and how many end the answer."""
+        prompt = self.tok.encode(chat.user_turn(question), add_special_tokens=False)
+        answer_ids = self.tok.encode(answer, add_special_tokens=False) + [self.special["<|im_end|>"]]
+        close = [self.special["<|audio_eos|>"], self.special["<|vision_eos|>"]]
+        return close + prompt + answer_ids, len(answer_ids)
+
+    @staticmethod
+    def stretch(layout: dict, rng: np.random.Generator) -> np.ndarray:
+        """The layout's positions with the gaps between chunks widened at random (none half of the time), as
+        if the stream were longer and only these chunks were kept; video height/width positions stay."""
+        positions = layout["positions"].astype(np.int64)
+        n_chunks = int(layout["chunk"].max()) + 1
+        if rng.random() < 0.5:
+            return positions
+        extra = rng.uniform(0, MAX_STRETCH_SECONDS) * POSITIONS_PER_SECOND
+        cuts = rng.dirichlet(np.full(n_chunks, 0.3)) * extra
+        shift = np.floor(np.cumsum(cuts)).astype(np.int64)[layout["chunk"]]
+        audio = positions[:, 1] == positions[:, 0]                  # audio tokens carry one position thrice
+        positions[:, 0] += shift
+        positions[audio, 1] += shift[audio]
+        positions[audio, 2] += shift[audio]
+        return positions
+
+
+class TrainingStreams:
+    """The encoded training stream of each step, made on the fly by the native encoders (no file: a
+    stream takes a fraction of a training step to render and encode)."""
+
+    def __init__(self, model: om.Model, phase_index: int, phase: Phase):
+        self.model, self.phase_index, self.phase = model, phase_index, phase
+
+    def __call__(self, step: int) -> dict:
+        cfg = train_stream_config(self.phase_index, self.phase, step)
+        av = AVRecallStream(cfg)
+        with self.model.stream() as s:
+            data = StreamLayout(self.model, s).encode(av)
+        by_kind = {}
+        for q in all_questions(cfg, av.timeline):
+            by_kind.setdefault(q.kind, []).append((q.text, q.answer))
+        data["questions"] = by_kind
+        return data
+
+
+def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float, seed: int, log,
+          checkpoint_every: int = 100) -> dict:
+    """Trains the language model of the thinker in hf_dir in place; returns the training curve.
+
+    Every ``checkpoint_every`` steps the weights, optimizer and random states go to hf_dir/checkpoint.pt, and
+    a run with the same arguments continues from there, ending with the weights an uninterrupted run gives."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    special = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
+    model = tiny_models.load_thinker(hf_dir).train()
+    text_model, head = model.model, model.lm_head
+    params = list(text_model.parameters()) + list(head.parameters())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    seq = Sequence(tok, special)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    embed = text_model.get_input_embeddings()
+    opening = torch.tensor([special["<|vision_bos|>"], special["<|audio_bos|>"]])
+    curve, window, first_step = [], [], 0
+    checkpoint = hf_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        curve, first_step = state["curve"], state["step"]
+        log(f"continuing from step {first_step} ({checkpoint})")
+    bar = tqdm(range(first_step, steps), desc="training", unit="step", initial=first_step, total=steps)
+    for step in bar:
+        data = streams(step)
+        positions = seq.stretch(data, rng)
+        media = torch.from_numpy(data["embeddings"].astype(np.float32))
+        inputs = torch.cat([embed(opening), media])[None]
+        pos = np.concatenate([np.zeros((2, 3), np.int64), positions])
+        position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
+        out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
+        cache = out.past_key_values
+        # the same number of each kind (where there are enough), so that the kinds with many questions
+        # (pairs of names) do not crowd out the others
+        picked = [(kind, qs[i]) for kind, qs in data["questions"].items()
+                  for i in rng.choice(len(qs), size=min(len(qs), QUESTIONS_PER_KIND), replace=False)]
+        rows = [seq.question_ids(*q) for _, q in picked]
+        width = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), width), special["<|endoftext|>"])
+        targets = torch.full((len(rows), width), -100)
+        for k, (r, n_answer) in enumerate(rows):
+            ids[k, :len(r)] = torch.tensor(r)
+            targets[k, len(r) - n_answer - 1:len(r) - 1] = torch.tensor(r[len(r) - n_answer:])
+        first = int(pos.max()) + 1
+        q_pos = torch.arange(first, first + width)
+        q_pos[0] = q_pos[1] = first                 # the two closing tokens share one position
+        q_pos[2:] = torch.arange(first + 1, first + width - 1)
+        q_position_ids = q_pos[None, None, :].expand(3, len(rows), width)
+        cache.batch_repeat_interleave(len(rows))
+        logits = head(text_model(inputs_embeds=embed(ids), position_ids=q_position_ids, past_key_values=cache,
+                                 use_cache=True).last_hidden_state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        answer_rows = targets[:, :] != -100
+        first_answer = answer_rows.float().argmax(1)
+        hits = (logits.argmax(-1)[torch.arange(len(rows)), first_answer] ==
+                targets[torch.arange(len(rows)), first_answer]).tolist()
+        window.append((loss.item(), [(kind, hit) for (kind, _), hit in zip(picked, hits)]))
+        if len(window) == 50 or step == steps - 1:
+            answers = [a for _, step_answers in window for a in step_answers]
+            by_kind = {k: round(float(np.mean([h for kk, h in answers if kk == k])), 3)
+                       for k in dict.fromkeys(k for k, _ in answers)}
+            point = {"step": step + 1, "loss": round(float(np.mean([w[0] for w in window])), 4),
+                     "accuracy": round(float(np.mean([h for _, h in answers])), 4), "by_kind": by_kind}
+            curve.append(point)
+            log(f"step {step + 1}: loss {point['loss']:.4f}, answer accuracy {point['accuracy']:.3f} "
+                f"({', '.join(f'{k} {v:.2f}' for k, v in by_kind.items())})")
+            window = []
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "curve": curve,
+                        "step": step + 1}, checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+    checkpoint.unlink(missing_ok=True)
+    model.eval()
+    save_thinker(model, hf_dir)
+    return {"curve": curve}
+
+
+def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) -> float:
+    """The largest difference between the runtime's logits after a streamed clip and a question, and the
+    transformers model's on the reproduced layout: proves the training sees what the runtime will feed."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    special = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
+    av = AVRecallStream(AVRecallConfig(seconds=seconds, seed=TRAIN_SEED_BASE - 10_000, n_questions=0))
+    question = "Did the alpha sound play?"
+    with model.stream(kv_type="f32") as s:
+        layout = StreamLayout(model, s).encode(av)
+        for c in av:
+            s.feed(c)
+        s.feed(chat.user_turn(question))
+        runtime = s.logits()
+    ids, _ = Sequence(tok, special).question_ids(question, "")
+    ids = ids[:-1]                                         # no answer: the logits that predict it
+    thinker = tiny_models.load_thinker(hf_dir)
+    embed = thinker.model.get_input_embeddings()
+    with torch.no_grad():
+        opening = embed(torch.tensor([special["<|vision_bos|>"], special["<|audio_bos|>"]]))
+        media = torch.from_numpy(layout["embeddings"].astype(np.float32))
+        inputs = torch.cat([opening, media, embed(torch.tensor(ids))])[None]
+        first = int(layout["positions"].max()) + 1
+        text_pos = [first, first] + list(range(first + 1, first + len(ids) - 1))
+        pos = np.concatenate([np.zeros((2, 3), np.int64), layout["positions"],
+                              np.repeat(np.array(text_pos)[:, None], 3, axis=1)])
+        hidden = thinker.model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :])
+        reference = thinker.lm_head(hidden.last_hidden_state)[0, -1].numpy()
+    return float(np.abs(reference - runtime[:reference.size]).max() / np.abs(reference).max())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=pathlib.Path, default=ROOT / "omnimem_cpp" / "data",
+                        help="where the GGUF pair goes (default: the package's data folder)")
+    parser.add_argument("--work-dir", type=pathlib.Path,
+                        default=pathlib.Path.home() / ".cache" / "omnimem-cpp" / "avrecall-train",
+                        help="checkpoints and the encoded training streams; a run with the same arguments "
+                             "continues from what it finds there")
+    parser.add_argument("--phase", type=Phase.parse, action="append", dest="phases", metavar="STEPS:SHORTEST-LONGEST",
+                        help="a curriculum phase (repeatable; default "
+                             + " ".join(map(str, PHASES)) + ")")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
+                        help="the training report: settings, the loss curve, file sizes")
+    parser.add_argument("--threads", type=int, default=None, help="torch and runtime threads (default: all cores)")
+    args = parser.parse_args(argv)
+    phases = args.phases or list(PHASES)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work_dir
+    init_dir = work / f"init-{args.seed}"
+    report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
+                  [f"--phase {p}" for p in phases] +
+                  [f"--lr {args.lr}", f"--seed {args.seed}"]),
+              "phases": [dataclasses.asdict(p) for p in phases], "lr": args.lr, "seed": args.seed,
+              "text": TEXT, "vision": VISION, "audio": AUDIO}
+    log = tqdm.write
+
+    started = time.time()
+    init_dir.mkdir(parents=True, exist_ok=True)
+    build_checkpoint(init_dir, args.seed)
+    mmproj = args.out_dir / "avrecall-mmproj.gguf"
+    untrained_text = work / "untrained-text.gguf"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    convert_checkpoint(init_dir, untrained_text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
+    previous = init_dir
+    with om.Model(untrained_text, mmproj=mmproj, n_threads=args.threads) as model:
+        report["layout_check_rel_error"] = check_layout(model, init_dir)
+        log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")
+        for k, phase in enumerate(phases):
+            phase_dir = work / f"trained-{args.seed}-phase{k + 1}"
+            done = phase_dir / "curve.json"
+            if not done.exists():
+                phase_dir.mkdir(parents=True, exist_ok=True)
+                if not (phase_dir / "checkpoint.pt").exists():
+                    for f in previous.iterdir():
+                        if f.is_file() and f.name != "curve.json":
+                            (phase_dir / f.name).write_bytes(f.read_bytes())
+                log(f"phase {k + 1}: {phase.steps} steps on streams of {phase.shortest}-{phase.longest} s")
+                curve = train(phase_dir, TrainingStreams(model, k, phase), phase.steps, args.lr, args.seed + k,
+                              log)["curve"]
+                done.write_text(json.dumps(curve))
+            report[f"phase{k + 1}"] = {"curve": json.loads(done.read_text())}
+            previous = phase_dir
+    text = args.out_dir / "avrecall-text.gguf"
+    convert_checkpoint(previous, text, "f16", progress=False)
+    report["minutes_this_run"] = round((time.time() - started) / 60, 1)
+    report["files"] = {p.name: p.stat().st_size for p in (text, mmproj)}
+    args.report.write_text(json.dumps(report, indent=1))
+    log(f"wrote {text} and {mmproj} ({sum(report['files'].values()) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

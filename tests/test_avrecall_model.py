@@ -1,0 +1,89 @@
+"""The shipped AV-Recall model and `omnimem bench avrecall`: the GGUF pair loads and answers questions about a
+stream it never saw in the form each question asks for, and the benchmark's rows are what its --json
+promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import omnimem_cpp as om
+from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, normalise_answer
+from omnimem_cpp.avrecall.bench import MODEL, PROJECTOR, BenchSettings, StreamResult, run_benchmark, summarise
+
+# a benchmark seed (training used others), one minute long; its questions and their answers follow from the
+# generator, which tests/test_avrecall_data.py checks against the event list
+SEED, SECONDS = 2, 60.0
+
+
+@pytest.fixture(scope="module")
+def answered():
+    """The seed's questions with the shipped model's answers, streamed with the full memory."""
+    av = AVRecallStream(AVRecallConfig(seconds=SECONDS, seed=SEED, n_questions=20))
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=2) as model, model.stream(n_ctx=12000) as s:
+        for chunk in av:
+            s.feed(chunk)
+        return [(q, normalise_answer(s.ask(q.text, max_tokens=4))) for q in av.questions]
+
+
+def test_shipped_pair_fits_the_size_limit():
+    assert MODEL.stat().st_size + PROJECTOR.stat().st_size <= 20 * 1000 * 1000
+    with om.Model(MODEL, mmproj=PROJECTOR) as model:
+        assert model.info.n_layer >= 2
+
+
+def test_answers_are_words_of_the_kind_asked_for(answered):
+    """Each answer is a word of the kind the question asks for: yes or no, a colour, a count, a sound or a
+    shape. A random-weight model answers with arbitrary tokens."""
+    config = AVRecallConfig()
+    for q, answer in answered:
+        if q.kind in ("sound_played", "object_appeared"):
+            allowed = {"yes", "no"}
+        elif q.kind in ("appear_colour", "colour_at_sound"):
+            allowed = set(config.colours)
+        elif q.kind in ("sound_count", "count_at_sound"):
+            allowed = {str(n) for n in range(config.max_count + 1)}
+        elif q.kind == "sound_order":
+            allowed = set(config.symbols)
+        elif q.kind == "appear_order":
+            allowed = set(config.objects)
+        else:
+            allowed = set(config.symbols) | set(config.objects)
+        assert answer in allowed, (q.text, answer)
+
+
+@pytest.mark.parametrize("reply, word", [(" red", "red"), ("Yes.", "yes"), ("3\n", "3"), ("", ""),
+                                         ("bravo sound", "bravo")])
+def test_normalise_answer(reply, word):
+    assert normalise_answer(reply) == word
+
+
+def test_summary_rows_count_right_answers():
+    results = [StreamResult("omnimem", 64, 1.0, 0, 1000, [("audio", "sound_played", "yes", "yes"),
+                                                           ("visual", "appear_colour", "red", "blue")]),
+               StreamResult("omnimem", 64, 1.0, 1, 3000, [("audio", "sound_count", "2", "2")])]
+    rows = {r["question_type"]: r for r in summarise(results)}
+    assert rows["all"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4) and rows["all"]["n"] == 3
+    assert rows["audio"]["accuracy"] == 1.0 and rows["visual"]["accuracy"] == 0.0
+    assert rows["all"]["kv_bytes"] == 2000 and set(rows) == {"all", "audio", "visual", "sound_played",
+                                                             "appear_colour", "sound_count"}
+
+
+def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
+    settings = BenchSettings(minutes=(0.5,), budgets=(32,), policies=("omnimem", "sink-window"), seeds=1,
+                             questions=6, threads=2)
+    rows = run_benchmark(settings, progress=False)
+    overall = {(r["policy"], r["budget"]): r for r in rows if r["question_type"] == "all"}
+    assert set(overall) == {("full", None), ("omnimem", 32), ("sink-window", 32)}
+    with om.Model(MODEL) as model:
+        info = model.info
+    row_bytes = info.n_layer * 2 * info.n_head_kv * info.n_embd_head * 2          # K and V in F16, all layers
+    full_rows = overall[("full", None)]["kv_bytes"] / row_bytes
+    assert full_rows == pytest.approx(30 * (132 + 25) + 4, abs=8)                 # every token of 30 s
+    for key, r in overall.items():
+        assert r["n"] == 6 and 0.0 <= r["accuracy"] <= 1.0 and r["minutes"] == 0.5
+        if key[1] is not None:
+            # the budget, plus the last chunk (a block's closing flush is not compacted) and a few text rows
+            assert r["kv_bytes"] <= (32 + 2 * (132 + 25) + 8) * row_bytes
+    assert json.loads(json.dumps({"results": rows}))["results"] == rows

@@ -118,6 +118,44 @@ def test_audio_alone_and_asking_in_the_middle_of_a_stream(model, tiny_reference)
         assert isinstance(first, str)
 
 
+def test_ctrl_c_during_a_feed_leaves_the_stream_usable(model):
+    """A real Ctrl-C (interrupt_main, as the terminal's SIGINT) while media is fed: the feed either happened
+    whole or not at all, and the stream goes on to exactly the logits of an uninterrupted one."""
+    import _thread
+    import threading
+    import time
+
+    frames, pcm = clip(8.0, 16)
+    halves = [(frames[:8], pcm[:64000]), (frames[8:], pcm[64000:])]
+    with model.stream(kv_type="f32", n_ctx=2048) as ref:
+        for video, audio in halves:
+            ref.feed(video=video, audio=audio, fps=2.0)
+        ref.close_media()
+        expected, n_expected = ref.logits(), ref.n_tokens
+        ref.rollback(0)
+        ref.feed(video=halves[0][0], audio=halves[0][1], fps=2.0)
+        n_after_first = ref.n_tokens
+
+    with model.stream(kv_type="f32", n_ctx=2048) as s:
+        for delay in (0.0, 0.002, 0.02):
+            s.rollback(0)
+            timer = threading.Timer(delay, _thread.interrupt_main)
+            with pytest.raises(KeyboardInterrupt):
+                timer.start()
+                s.feed(video=halves[0][0], audio=halves[0][1], fps=2.0)
+                time.sleep(2)               # the interrupt lands here at the latest
+            timer.join()
+            assert s.n_tokens in (0, n_after_first)
+            if s.n_tokens == 0:             # interrupted before the feed: do it again
+                s.feed(video=halves[0][0], audio=halves[0][1], fps=2.0)
+            s.ask("What?", max_tokens=2)    # asking still works and leaves the stream as it was
+            assert s.n_tokens == n_after_first and s.media_open
+            s.feed(video=halves[1][0], audio=halves[1][1], fps=2.0)
+            s.close_media()
+            assert s.n_tokens == n_expected
+            assert rel_err(s.logits(), expected) <= 1e-6
+
+
 def test_still_image(model, tiny_reference):
     import tiny_models
 

@@ -157,8 +157,8 @@ class StreamLayout:
     chunk is encoded once the log-mel front end has all its frames, the last partial chunk at the close), and
     the training checks it against the runtime's logits."""
 
-    def __init__(self, model: om.Model, stream: om.Stream):
-        self.model, self.stream = model, stream
+    def __init__(self, stream: om.Stream):
+        self.stream = stream
 
     def encode(self, av: AVRecallStream) -> dict:
         mel = om.media.LogMelStream()
@@ -213,6 +213,19 @@ class Sequence:
         close = [self.special["<|audio_eos|>"], self.special["<|vision_eos|>"]]
         return close + prompt + answer_ids, len(answer_ids)
 
+    def stream_inputs(self, embed, layout: dict, positions: np.ndarray) -> tuple:
+        """The stream's input embeddings [1, n, n_embd] (the two opening tokens, then the media) and their
+        positions [n, 3], the opening tokens at 0."""
+        opening = embed(torch.tensor([self.special["<|vision_bos|>"], self.special["<|audio_bos|>"]]))
+        media = torch.from_numpy(layout["embeddings"].astype(np.float32))
+        return torch.cat([opening, media])[None], np.concatenate([np.zeros((2, 3), np.int64), positions])
+
+    @staticmethod
+    def question_positions(stream_positions: np.ndarray, n: int) -> np.ndarray:
+        """Positions of the n tokens after the stream: the two closing tokens share max + 1, text follows."""
+        first = int(stream_positions.max()) + 1
+        return np.concatenate([[first], np.arange(first, first + n - 1)])
+
     @staticmethod
     def stretch(layout: dict, rng: np.random.Generator) -> np.ndarray:
         """The layout's positions with the gaps between chunks widened at random (none half of the time), as
@@ -242,7 +255,7 @@ class TrainingStreams:
         cfg = train_stream_config(self.phase_index, self.phase, step)
         av = AVRecallStream(cfg)
         with self.model.stream() as s:
-            data = StreamLayout(self.model, s).encode(av)
+            data = StreamLayout(s).encode(av)
         by_kind = {}
         for q in all_questions(cfg, av.timeline):
             by_kind.setdefault(q.kind, []).append((q.text, q.answer))
@@ -275,7 +288,6 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     embed = text_model.get_input_embeddings()
-    opening = torch.tensor([special["<|vision_bos|>"], special["<|audio_bos|>"]])
     curve, window, first_step = [], [], 0
     checkpoint = hf_dir / "checkpoint.pt"
     if checkpoint.exists():
@@ -290,10 +302,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     bar = tqdm(range(first_step, steps), desc="training", unit="step", initial=first_step, total=steps)
     for step in bar:
         data = streams(step)
-        positions = seq.stretch(data, rng)
-        media = torch.from_numpy(data["embeddings"].astype(np.float32))
-        inputs = torch.cat([embed(opening), media])[None]
-        pos = np.concatenate([np.zeros((2, 3), np.int64), positions])
+        inputs, pos = seq.stream_inputs(embed, data, seq.stretch(data, rng))
         position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
         out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
         cache = out.past_key_values
@@ -308,10 +317,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         for k, (r, n_answer) in enumerate(rows):
             ids[k, :len(r)] = torch.tensor(r)
             targets[k, len(r) - n_answer - 1:len(r) - 1] = torch.tensor(r[len(r) - n_answer:])
-        first = int(pos.max()) + 1
-        q_pos = torch.arange(first, first + width)
-        q_pos[0] = q_pos[1] = first                 # the two closing tokens share one position
-        q_pos[2:] = torch.arange(first + 1, first + width - 1)
+        q_pos = torch.from_numpy(seq.question_positions(pos, width))
         q_position_ids = q_pos[None, None, :].expand(3, len(rows), width)
         cache.batch_repeat_interleave(len(rows))
         logits = head(text_model(inputs_embeds=embed(ids), position_ids=q_position_ids, past_key_values=cache,
@@ -359,23 +365,21 @@ def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) ->
     av = AVRecallStream(AVRecallConfig(seconds=seconds, seed=TRAIN_SEED_BASE - 10_000, n_questions=0))
     question = "Did the alpha sound play?"
     with model.stream(kv_type="f32") as s:
-        layout = StreamLayout(model, s).encode(av)
+        layout = StreamLayout(s).encode(av)
         for c in av:
             s.feed(c)
         s.feed(chat.user_turn(question))
         runtime = s.logits()
-    ids, _ = Sequence(tok, special).question_ids(question, "")
+    seq = Sequence(tok, special)
+    ids, _ = seq.question_ids(question, "")
     ids = ids[:-1]                                         # no answer: the logits that predict it
     thinker = tiny_models.load_thinker(hf_dir)
     embed = thinker.model.get_input_embeddings()
     with torch.no_grad():
-        opening = embed(torch.tensor([special["<|vision_bos|>"], special["<|audio_bos|>"]]))
-        media = torch.from_numpy(layout["embeddings"].astype(np.float32))
-        inputs = torch.cat([opening, media, embed(torch.tensor(ids))])[None]
-        first = int(layout["positions"].max()) + 1
-        text_pos = [first, first] + list(range(first + 1, first + len(ids) - 1))
-        pos = np.concatenate([np.zeros((2, 3), np.int64), layout["positions"],
-                              np.repeat(np.array(text_pos)[:, None], 3, axis=1)])
+        stream_inputs, stream_pos = seq.stream_inputs(embed, layout, layout["positions"])
+        inputs = torch.cat([stream_inputs, embed(torch.tensor(ids))[None]], dim=1)
+        text_pos = seq.question_positions(stream_pos, len(ids))
+        pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
         hidden = thinker.model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :])
         reference = thinker.lm_head(hidden.last_hidden_state)[0, -1].numpy()
     return float(np.abs(reference - runtime[:reference.size]).max() / np.abs(reference).max())

@@ -30,8 +30,6 @@ DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 MODEL = DATA / "avrecall-text.gguf"
 PROJECTOR = DATA / "avrecall-mmproj.gguf"
 ALL = "all"
-# the streams' tokens per second (visual + audio) at the default frame size, for sizing full memories
-TOKENS_PER_SECOND = AVRecallConfig().visual_tokens_per_second + AVRecallConfig().audio_tokens_per_second
 
 
 @dataclass
@@ -97,7 +95,7 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
     """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
     av = AVRecallStream(config)
     cells = [("full", None)] + [(p, b) for p in settings.policies for b in settings.budgets]
-    n_ctx = int(config.seconds * TOKENS_PER_SECOND) + 256
+    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     streams = {cell: model.stream(policy=cell[0], budget=cell[1]) if cell[1] else model.stream(n_ctx=n_ctx)
                for cell in cells}
     try:

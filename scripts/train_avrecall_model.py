@@ -14,7 +14,7 @@ only these chunks (which is what a bounded memory shows the model), up to 25 min
     pip install '.[test]'
     python scripts/train_avrecall_model.py       # hours on 2 cores (stops and resumes); writes the GGUF pair
                                                  # and docs/avrecall-training.json
-    python scripts/train_avrecall_model.py --phase 20:12-16 --out-dir try --work-dir try  # a try
+    python scripts/train_avrecall_model.py --phase 20:6-8@24 --out-dir try --work-dir try  # a try
 
 Everything is seeded; the same arguments give the same weights on the same machine and torch version.
 """
@@ -61,36 +61,51 @@ AUDIO = dict(num_mel_bins=128, d_model=64, encoder_layers=2, encoder_attention_h
 @dataclass(frozen=True)
 class Phase:
     """A stage of the curriculum: ``steps`` optimizer steps, each on a new stream of ``shortest`` to
-    ``longest`` seconds (even lengths)."""
+    ``longest`` seconds (even lengths) with ``events_per_minute`` visual and as many sound events."""
 
     steps: int
     shortest: int
     longest: int
+    events_per_minute: float
 
     @classmethod
     def parse(cls, text: str) -> "Phase":
         try:
-            steps, lengths = text.split(":")
+            steps, rest = text.split(":")
+            lengths, rate = rest.split("@")
             shortest, longest = lengths.split("-")
-            return cls(int(steps), int(shortest), int(longest))
+            phase = cls(int(steps), int(shortest), int(longest), float(rate))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"a phase is STEPS:SHORTEST-LONGEST, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"a phase is STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE, got {text!r}") from None
+        if phase.steps < 1 or not 2 <= phase.shortest <= phase.longest or phase.events_per_minute <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive, lengths 2 s or more, "
+                                             "shortest <= longest, the event rate positive")
+        return phase
 
     def __str__(self) -> str:
-        return f"{self.steps}:{self.shortest}-{self.longest}"
+        return f"{self.steps}:{self.shortest}-{self.longest}@{self.events_per_minute:g}"
+
+    def stream_config(self, seed: int) -> AVRecallConfig:
+        """The stream of one step. Dense events come closer together (the benchmark's 3 a minute keep 6 s
+        apart), so that a short stream holds enough of them to ask every kind of question."""
+        seconds = np.random.default_rng(seed).choice(np.arange(self.shortest, self.longest + 2, 2))
+        gap = min(6.0, max(2.0, 30.0 / self.events_per_minute))
+        return AVRecallConfig(seconds=float(seconds), seed=seed, visual_events_per_minute=self.events_per_minute,
+                              sound_events_per_minute=self.events_per_minute, min_event_gap=gap,
+                              cross_modal_gap=min(2.0, gap / 2), n_questions=0)
 
 
-# first short streams, where the events are easy to find; then streams as long as the benchmark's shortest
-PHASES = (Phase(1500, 12, 32), Phase(3000, 20, 64))
+# A from-scratch model does not find a few events among thousands of tokens: on 12-32 s streams it stayed at
+# the answer priors for 1,500 steps. On 6-12 s streams with an event every 2-3 s it learns to retrieve
+# sounds within a few hundred steps; the later phases lengthen the streams and thin the events out.
+PHASES = (Phase(1200, 6, 12, 24.0), Phase(1200, 12, 32, 12.0), Phase(400, 24, 60, 6.0))
 
 
 def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallConfig:
     """The stream of one training step: every step sees a stream of its own (a model that saw a stream
-    twice could learn its answers by heart), with events as dense as a benchmark minute has them in all."""
-    seed = TRAIN_SEED_BASE + 100_000 * phase_index + step
-    seconds = np.random.default_rng(seed).choice(np.arange(phase.shortest, phase.longest + 2, 2))
-    return AVRecallConfig(seconds=float(seconds), seed=seed, visual_events_per_minute=9.0,
-                          sound_events_per_minute=9.0, min_event_gap=4.0, n_questions=0)
+    twice could learn its answers by heart)."""
+    return phase.stream_config(TRAIN_SEED_BASE + 100_000 * phase_index + step)
 
 
 def question_corpus(n_streams: int = 200) -> list:
@@ -157,12 +172,15 @@ class StreamLayout:
     chunk is encoded once the log-mel front end has all its frames, the last partial chunk at the close), and
     the training checks it against the runtime's logits."""
 
-    def __init__(self, stream: om.Stream):
-        self.stream = stream
+    def __init__(self, stream: om.Stream, native_video: bool = True):
+        self.stream, self.native_video = stream, native_video
 
     def encode(self, av: AVRecallStream) -> dict:
+        """The layout's embeddings, positions and chunk of each row, and its video blocks as (first row,
+        patches, grid): the vision tower's input, for training it. Without ``native_video`` the video rows
+        are left zero (the trained tower fills them)."""
         mel = om.media.LogMelStream()
-        frames, embeddings, positions, chunk_of = [], [], [], []
+        frames, embeddings, positions, chunk_of, videos = [], [], [], [], []
         start = 1                                   # after the two opening tokens at position 0
         grids_done = audio_done = chunk = 0
 
@@ -173,8 +191,10 @@ class StreamLayout:
             if n_frames > 0:
                 patches, grid = om.media.image_patches(np.stack(frames[:n_frames]), **om.media.VIDEO_PIXELS)
                 del frames[:n_frames]
-                embeddings.append(self.stream.encode_image(patches, grid))
                 t, gh, gw = grid
+                videos.append((len(positions), patches, grid))
+                embeddings.append(self.stream.encode_image(patches, grid) if self.native_video else
+                                  np.zeros((t * (gh // 2) * (gw // 2), self.stream.model.info.n_embd), np.float32))
                 positions.extend((start + (grids_done + g) * POSITIONS_PER_SECOND, start + i, start + j)
                                  for g in range(t) for i in range(gh // 2) for j in range(gw // 2))
                 grids_done += t
@@ -195,8 +215,8 @@ class StreamLayout:
         mel.finish()
         while frames or mel.n_ready > 0:
             evaluate(True)
-        return {"embeddings": np.concatenate(embeddings),
-                "positions": np.asarray(positions, np.int32), "chunk": np.asarray(chunk_of, np.int32)}
+        return {"embeddings": np.concatenate(embeddings), "positions": np.asarray(positions, np.int32),
+                "chunk": np.asarray(chunk_of, np.int32), "videos": videos}
 
 
 class Sequence:
@@ -213,11 +233,19 @@ class Sequence:
         close = [self.special["<|audio_eos|>"], self.special["<|vision_eos|>"]]
         return close + prompt + answer_ids, len(answer_ids)
 
-    def stream_inputs(self, embed, layout: dict, positions: np.ndarray) -> tuple:
+    def stream_inputs(self, embed, layout: dict, positions: np.ndarray, vision=None) -> tuple:
         """The stream's input embeddings [1, n, n_embd] (the two opening tokens, then the media) and their
-        positions [n, 3], the opening tokens at 0."""
+        positions [n, 3], the opening tokens at 0. With ``vision`` (the thinker's vision tower) the video
+        rows are its output on the layout's patches, so that gradients reach it."""
         opening = embed(torch.tensor([self.special["<|vision_bos|>"], self.special["<|audio_bos|>"]]))
         media = torch.from_numpy(layout["embeddings"].astype(np.float32))
+        if vision is not None:
+            merge = VISION["spatial_merge_size"] ** 2
+            rows = np.concatenate([first + np.arange(int(np.prod(grid)) // merge)
+                                   for first, _, grid in layout["videos"]])
+            patches = torch.from_numpy(np.concatenate([p for _, p, _ in layout["videos"]]).astype(np.float32))
+            grids = torch.tensor([list(grid) for _, _, grid in layout["videos"]])
+            media = media.index_copy(0, torch.from_numpy(rows), vision(patches, grid_thw=grids))
         return torch.cat([opening, media])[None], np.concatenate([np.zeros((2, 3), np.int64), positions])
 
     @staticmethod
@@ -246,16 +274,17 @@ class Sequence:
 
 class TrainingStreams:
     """The encoded training stream of each step, made on the fly by the native encoders (no file: a
-    stream takes a fraction of a training step to render and encode)."""
+    stream takes a fraction of a training step to render and encode). With ``train_vision`` the video
+    rows are left to the vision tower being trained."""
 
-    def __init__(self, model: om.Model, phase_index: int, phase: Phase):
-        self.model, self.phase_index, self.phase = model, phase_index, phase
+    def __init__(self, model: om.Model, phase_index: int, phase: Phase, train_vision: bool):
+        self.model, self.phase_index, self.phase, self.train_vision = model, phase_index, phase, train_vision
 
     def __call__(self, step: int) -> dict:
         cfg = train_stream_config(self.phase_index, self.phase, step)
         av = AVRecallStream(cfg)
         with self.model.stream() as s:
-            data = StreamLayout(s).encode(av)
+            data = StreamLayout(s, native_video=not self.train_vision).encode(av)
         by_kind = {}
         for q in all_questions(cfg, av.timeline):
             by_kind.setdefault(q.kind, []).append((q.text, q.answer))
@@ -265,7 +294,8 @@ class TrainingStreams:
 
 def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float, seed: int, log,
           checkpoint_every: int = 100) -> dict:
-    """Trains the language model of the thinker in hf_dir in place; returns the training curve.
+    """Trains the language model of the thinker in hf_dir in place (and its vision tower when the streams
+    leave the video to it); returns the training curve.
 
     Every ``checkpoint_every`` steps the weights, optimizer and random states go to hf_dir/checkpoint.pt, and
     a run with the same arguments continues from there, ending with the weights an uninterrupted run gives."""
@@ -275,7 +305,9 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     special = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
     model = tiny_models.load_thinker(hf_dir).train()
     text_model, head = model.model, model.lm_head
-    params = list(text_model.parameters()) + list(head.parameters())
+    vision = model.visual if streams.train_vision else None
+    params = list(text_model.parameters()) + list(head.parameters()) + \
+        (list(vision.parameters()) if vision is not None else [])
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -302,7 +334,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     bar = tqdm(range(first_step, steps), desc="training", unit="step", initial=first_step, total=steps)
     for step in bar:
         data = streams(step)
-        inputs, pos = seq.stream_inputs(embed, data, seq.stretch(data, rng))
+        inputs, pos = seq.stream_inputs(embed, data, seq.stretch(data, rng), vision)
         position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
         out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
         cache = out.past_key_values
@@ -357,7 +389,8 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
 
 def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) -> float:
     """The largest difference between the runtime's logits after a streamed clip and a question, and the
-    transformers model's on the reproduced layout: proves the training sees what the runtime will feed."""
+    transformers model's on the reproduced layout with its own vision tower: proves the training sees what
+    the runtime will feed."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(hf_dir)
@@ -376,7 +409,7 @@ def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) ->
     thinker = tiny_models.load_thinker(hf_dir)
     embed = thinker.model.get_input_embeddings()
     with torch.no_grad():
-        stream_inputs, stream_pos = seq.stream_inputs(embed, layout, layout["positions"])
+        stream_inputs, stream_pos = seq.stream_inputs(embed, layout, layout["positions"], thinker.visual)
         inputs = torch.cat([stream_inputs, embed(torch.tensor(ids))[None]], dim=1)
         text_pos = seq.question_positions(stream_pos, len(ids))
         pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
@@ -394,9 +427,13 @@ def main(argv=None) -> int:
                         default=pathlib.Path.home() / ".cache" / "omnimem-cpp" / "avrecall-train",
                         help="checkpoints and the encoded training streams; a run with the same arguments "
                              "continues from what it finds there")
-    parser.add_argument("--phase", type=Phase.parse, action="append", dest="phases", metavar="STEPS:SHORTEST-LONGEST",
+    parser.add_argument("--phase", type=Phase.parse, action="append", dest="phases",
+                        metavar="STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE",
                         help="a curriculum phase (repeatable; default "
                              + " ".join(map(str, PHASES)) + ")")
+    parser.add_argument("--vision", choices=("frozen", "trained"), default="frozen",
+                        help="keep the vision tower's random weights (the shipped model), or train it with the "
+                             "language model, about 3x the time per step (the audio tower stays frozen)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
@@ -410,8 +447,9 @@ def main(argv=None) -> int:
     init_dir = work / f"init-{args.seed}"
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
-                  [f"--lr {args.lr}", f"--seed {args.seed}"]),
-              "phases": [dataclasses.asdict(p) for p in phases], "lr": args.lr, "seed": args.seed,
+                  [f"--vision {args.vision}", f"--lr {args.lr}", f"--seed {args.seed}"]),
+              "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
+              "seed": args.seed,
               "text": TEXT, "vision": VISION, "audio": AUDIO}
     log = tqdm.write
 
@@ -427,7 +465,9 @@ def main(argv=None) -> int:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
         log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")
         for k, phase in enumerate(phases):
-            phase_dir = work / f"trained-{args.seed}-phase{k + 1}"
+            # named by every phase up to this one: a changed curriculum never resumes another's checkpoint
+            phase_dir = work / (f"trained-{args.seed}-{args.vision}-" + "+".join(
+                str(p).replace(":", "x").replace("@", "at") for p in phases[:k + 1]))
             done = phase_dir / "curve.json"
             if not done.exists():
                 phase_dir.mkdir(parents=True, exist_ok=True)
@@ -436,13 +476,23 @@ def main(argv=None) -> int:
                         if f.is_file() and f.name != "curve.json":
                             (phase_dir / f.name).write_bytes(f.read_bytes())
                 log(f"phase {k + 1}: {phase.steps} steps on streams of {phase.shortest}-{phase.longest} s")
-                curve = train(phase_dir, TrainingStreams(model, k, phase), phase.steps, args.lr, args.seed + k,
-                              log)["curve"]
+                streams = TrainingStreams(model, k, phase, train_vision=args.vision == "trained")
+                curve = train(phase_dir, streams, phase.steps, args.lr, args.seed + k, log)["curve"]
                 done.write_text(json.dumps(curve))
             report[f"phase{k + 1}"] = {"curve": json.loads(done.read_text())}
             previous = phase_dir
     text = args.out_dir / "avrecall-text.gguf"
-    convert_checkpoint(previous, text, "f16", progress=False)
+    if args.vision == "trained":
+        convert_checkpoint(previous, text, "f16", mmproj=mmproj, mmproj_outtype="f32", progress=False)
+    else:
+        convert_checkpoint(previous, text, "f16", progress=False)
+    # the trained pair, its text model in F32, against transformers: the runtime runs what was trained
+    trained_text = work / "trained-text-f32.gguf"
+    convert_checkpoint(previous, trained_text, "f32", progress=False)
+    with om.Model(trained_text, mmproj=mmproj, n_threads=args.threads) as model:
+        report["trained_check_rel_error"] = check_layout(model, previous)
+    log(f"trained model, runtime vs transformers: max relative logit difference "
+        f"{report['trained_check_rel_error']:.2e}")
     report["minutes_this_run"] = round((time.time() - started) / 60, 1)
     report["files"] = {p.name: p.stat().st_size for p in (text, mmproj)}
     args.report.write_text(json.dumps(report, indent=1))

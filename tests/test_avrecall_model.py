@@ -10,7 +10,8 @@ import pytest
 
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, normalise_answer
-from omnimem_cpp.avrecall.bench import MODEL, PROJECTOR, BenchSettings, StreamResult, run_benchmark, summarise
+from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
+                                        run_benchmark, summarise)
 
 # a benchmark seed (training used others), one minute long; its questions and their answers follow from the
 # generator, which tests/test_avrecall_data.py checks against the event list
@@ -68,6 +69,26 @@ def test_summary_rows_count_right_answers():
     assert rows["audio"]["accuracy"] == 1.0 and rows["visual"]["accuracy"] == 0.0
     assert rows["all"]["kv_bytes"] == 2000 and set(rows) == {"all", "audio", "visual", "sound_played",
                                                              "appear_colour", "sound_count"}
+
+
+def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tokens():
+    def row(policy, budget, accuracy, question_type="all", minutes=20.0):
+        return dict(policy=policy, budget=budget, minutes=minutes, question_type=question_type,
+                    accuracy=accuracy, kv_bytes=0, n=10)
+
+    rows = [row("full", None, 0.9), row("omnimem", 256, 0.70), row("uniform", 256, 0.60), row("random", 256, 0.68),
+            row("omnimem", 256, 0.8, "audio"), row("omnimem-nosplit", 256, 0.9, "audio"),
+            row("omnimem", 1024, 0.76), row("sink-window", 1024, 0.73),   # +3 points exactly
+            row("omnimem", 1024, 0.2, minutes=1.0), row("uniform", 1024, 0.9, minutes=1.0),   # not the longest
+            row("omnimem", 20000, 0.9), row("uniform", 20000, 0.1)]    # more than 10 % of 20 minutes' tokens
+    found = {c["budget"]: c for c in claims(rows)}
+    assert set(found) == {256, 1024}
+    tokens = 1200 * (AVRecallConfig().visual_tokens_per_second + AVRecallConfig().audio_tokens_per_second)
+    assert found[256]["share"] == pytest.approx(256 / tokens, abs=1e-4)
+    assert found[256]["best_baseline"] == "random" and found[256]["margin"] == pytest.approx(0.02)
+    assert not found[256]["margin_met"] and not found[256]["audio_met"]
+    assert found[1024]["margin_met"] and "audio_met" not in found[1024]
+    assert "random 68%" in format_claims(rows)
 
 
 def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():

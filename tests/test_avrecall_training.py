@@ -20,25 +20,55 @@ def trainer():
     return train_avrecall_model
 
 
-def test_two_steps_write_a_pair_that_loads(tmp_path, trainer):
+@pytest.mark.parametrize("vision", ["frozen", "trained"])
+def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     import omnimem_cpp as om
 
     report = tmp_path / "report.json"
-    args = ["--phase", "2:12-12", "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path),
-            "--report", str(report), "--threads", "2"]
+    args = ["--phase", "2:12-12@6", "--vision", vision, "--work-dir", str(tmp_path / "work"),
+            "--out-dir", str(tmp_path), "--report", str(report), "--threads", "2"]
     assert trainer.main(args) == 0
     written = json.loads(report.read_text())
-    # transformers on the reproduced layout against the runtime streaming the same clip (F32 memory)
+    # transformers (its own vision tower) on the reproduced layout against the runtime streaming the same
+    # clip (F32 memory), before training and with the weights it wrote (a trained vision tower included)
     assert written["layout_check_rel_error"] < 1e-4
+    assert written["trained_check_rel_error"] < 1e-4
+    assert f"--vision {vision}" in written["command"]
     assert len(written["phase1"]["curve"]) == 1 and written["phase1"]["curve"][0]["step"] == 2
     with om.Model(tmp_path / "avrecall-text.gguf", mmproj=tmp_path / "avrecall-mmproj.gguf") as model:
         assert model.info.n_layer == trainer.TEXT["num_hidden_layers"]
 
 
 def test_training_streams_differ_every_step_and_repeat_with_the_seed(trainer):
-    phase = trainer.Phase(10, 12, 20)
+    phase = trainer.Phase(10, 12, 20, 24.0)
     configs = [trainer.train_stream_config(0, phase, step) for step in range(10)]
     assert len({c.seed for c in configs}) == 10 and all(12 <= c.seconds <= 20 for c in configs)
+    assert all(c.visual_events_per_minute == c.sound_events_per_minute == 24.0 for c in configs)
     assert configs == [trainer.train_stream_config(0, phase, step) for step in range(10)]
     assert trainer.train_stream_config(1, phase, 0).seed != configs[0].seed
     assert min(c.seed for c in configs) >= trainer.TRAIN_SEED_BASE     # never a benchmark seed
+
+
+def test_dense_phases_keep_every_question_well_posed(trainer):
+    """Dense training streams bring events closer than the benchmark's, never so close that a question about
+    a moment has two answers (the generator's gaps hold) or that a short stream has nothing to ask about."""
+    from omnimem_cpp.avrecall import AVRecallStream, all_questions
+
+    for phase in trainer.PHASES:
+        cfg = phase.stream_config(trainer.TRAIN_SEED_BASE - 1)
+        stream = AVRecallStream(cfg)
+        times = {m: [e.time for e in stream.timeline.events if e.modality == m] for m in ("visual", "audio")}
+        for modality, ts in times.items():
+            assert all(b - a >= cfg.min_event_gap for a, b in zip(ts, ts[1:])), (phase, modality)
+        for s in times["audio"]:
+            assert not any(s - cfg.cross_modal_gap < v < s + cfg.sound_seconds + cfg.cross_modal_gap
+                           for v in times["visual"]), phase
+        assert len({q.kind for q in all_questions(cfg, stream.timeline)}) >= 3, phase
+
+
+@pytest.mark.parametrize("text", ["10:12-20", "10:20-12@6", "0:6-8@6", "10:6-8@0", "ten:6-8@6"])
+def test_a_bad_phase_is_refused_with_its_form(trainer, text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE|must be"):
+        trainer.Phase.parse(text)

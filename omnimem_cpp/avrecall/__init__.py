@@ -20,14 +20,17 @@ demand (hour-long streams never sit in memory) and writes mp4 files. Everything 
         ...
     stream.events, stream.questions           # Event / Question lists, each with to_dict()
     write_mp4(stream, "avrecall-3.mp4")
+
+``MODEL`` and ``PROJECTOR`` are the paths of the small model trained on these streams, shipped in the package.
 """
 
+from .bench import MODEL, PROJECTOR
 from .config import AVRecallConfig
 from .events import Event, Timeline
 from .questions import KINDS, Question, all_questions, answer_vocabulary, family_counts, normalise_answer
 from .render import AVRecallStream, write_mp4
 
 __all__ = [
-    "AVRecallConfig", "AVRecallStream", "Event", "KINDS", "Question", "Timeline",
+    "AVRecallConfig", "AVRecallStream", "Event", "KINDS", "MODEL", "PROJECTOR", "Question", "Timeline",
     "all_questions", "answer_vocabulary", "family_counts", "normalise_answer", "write_mp4",
 ]

@@ -1,0 +1,136 @@
+"""What the frozen encoders of the shipped AV-Recall projector pass on: probes on their embeddings.
+
+The shipped model keeps its vision and audio towers at their random weights; only the language model was
+trained. This script asks how readable the towers' outputs are. It encodes fresh AV-Recall streams with
+the shipped projector, exactly as a stream does, and fits small classifiers on the embeddings:
+- For each object slot: the tokens over the slot's centre (3 rows x 2 columns of 28-px cells) against the
+  colour and the shape of the object there, or "none". There are two probes: a linear one on their mean,
+  and a one-hidden-layer MLP on the six tokens side by side.
+- For each second of audio: the mean of its 25 tokens against the symbol that plays then, or "none".
+
+Every probe is trained on the first 70 % of the streams and scored on the rest; "prior" is the accuracy
+of always answering the commonest training label.
+
+    python scripts/probe_avrecall_features.py [--streams 60] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from train_avrecall_model import StreamLayout  # noqa: E402
+
+import omnimem_cpp as om  # noqa: E402
+from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream  # noqa: E402
+from omnimem_cpp.avrecall.bench import MODEL, PROJECTOR  # noqa: E402
+from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND, PATCH_PIXELS  # noqa: E402
+
+PROBE_SEED_BASE = 3_000_000      # neither a benchmark seed nor a training one
+
+
+def slot_cells(cfg: AVRecallConfig) -> dict:
+    """slot -> (rows, columns) of the merged 28-px cells over the slot's centre."""
+    row = cfg.height // 2 // PATCH_PIXELS
+    out = {}
+    for i, slot in enumerate(cfg.slots):
+        col = int((i + 0.5) * cfg.width / len(cfg.slots)) // PATCH_PIXELS
+        out[slot] = (slice(row - 1, row + 2), slice(col - 1, col + 1))
+    return out
+
+
+def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
+    """Per stream: slot features and labels, audio-second features and labels."""
+    data = []
+    for k in range(n_streams):
+        cfg = AVRecallConfig(seconds=seconds, seed=PROBE_SEED_BASE + k, visual_events_per_minute=9.0,
+                             sound_events_per_minute=9.0, min_event_gap=4.0, n_questions=0)
+        av = AVRecallStream(cfg)
+        with model.stream() as s:
+            layout = StreamLayout(s).encode(av)
+        grid_rows, grid_cols = cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS
+        slots, audio = [], []
+        video_rows = np.zeros(len(layout["embeddings"]), bool)
+        for first, _, grid in layout["videos"]:
+            t = grid[0]
+            block = layout["embeddings"][first:first + t * grid_rows * grid_cols]
+            video_rows[first:first + len(block)] = True
+            for g, tokens in enumerate(block.reshape(t, grid_rows, grid_cols, -1)):
+                second = first_second_of(layout, first) + g
+                state = {slot: (obj, colour) for obj, (colour, slot) in av.timeline.state_at(second + 0.5).items()}
+                for slot, (rows, cols) in slot_cells(cfg).items():
+                    obj, colour = state.get(slot, (None, None))
+                    slots.append((tokens[rows, cols].reshape(-1, tokens.shape[-1]), obj, colour))
+        sounds = {int(e.time): e.symbol for e in av.timeline.sounds()}
+        audio_tokens = layout["embeddings"][~video_rows]
+        for second in range(len(audio_tokens) // AUDIO_TOKENS_PER_SECOND):
+            window = audio_tokens[second * AUDIO_TOKENS_PER_SECOND:(second + 1) * AUDIO_TOKENS_PER_SECOND]
+            audio.append((window.mean(0), sounds.get(second)))
+        data.append((slots, audio))
+    return data
+
+
+def first_second_of(layout: dict, first_row: int) -> int:
+    """The stream second of a video block's first group: its temporal position over 25 per second."""
+    return int((layout["positions"][first_row, 0] - 1) // 25)
+
+
+def probe(train_x, train_y, test_x, test_y, hidden: int = 0, seed: int = 0) -> tuple:
+    """Test accuracy of a classifier (linear, or an MLP with ``hidden`` units) and the majority prior."""
+    torch.manual_seed(seed)
+    labels = sorted(set(train_y) | set(test_y), key=str)
+    to_index = {label: i for i, label in enumerate(labels)}
+    x, xt = (torch.tensor(np.asarray(a), dtype=torch.float32) for a in (train_x, test_x))
+    y, yt = (torch.tensor([to_index[v] for v in a]) for a in (train_y, test_y))
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x, xt = (x - mean) / std, (xt - mean) / std
+    net = (torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
+                               torch.nn.Linear(hidden, len(labels)))
+           if hidden else torch.nn.Linear(x.shape[1], len(labels)))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(1000):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = (net(xt).argmax(1) == yt).float().mean().item()
+    prior = (yt == torch.bincount(y).argmax()).float().mean().item()
+    return accuracy, prior
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--model", type=pathlib.Path, default=MODEL)
+    parser.add_argument("--mmproj", type=pathlib.Path, default=PROJECTOR)
+    args = parser.parse_args(argv)
+    with om.Model(args.model, mmproj=args.mmproj) as model:
+        data = collect(model, args.streams, args.seconds)
+    split = int(0.7 * len(data))
+    parts = {"train": data[:split], "test": data[split:]}
+    slots = {k: [s for stream_slots, _ in v for s in stream_slots] for k, v in parts.items()}
+    audio = {k: [a for _, stream_audio in v for a in stream_audio] for k, v in parts.items()}
+    print(f"{args.streams} streams of {args.seconds:g} s ({split} to fit, {len(data) - split} to score)\n")
+    print("| probe | label | test accuracy | prior |\n|---|---|---|---|")
+    for name, label in (("colour", 2), ("shape", 1)):
+        for kind, features, hidden in (("linear, mean of the slot's tokens", lambda t: t.mean(0), 0),
+                                       ("MLP, the slot's tokens side by side", lambda t: t.reshape(-1), 256)):
+            acc, prior = probe([features(s[0]) for s in slots["train"]], [s[label] for s in slots["train"]],
+                               [features(s[0]) for s in slots["test"]], [s[label] for s in slots["test"]], hidden)
+            print(f"| {kind} | slot {name} | {acc:.0%} | {prior:.0%} |")
+    acc, prior = probe([a[0] for a in audio["train"]], [a[1] for a in audio["train"]],
+                       [a[0] for a in audio["test"]], [a[1] for a in audio["test"]])
+    print(f"| linear, mean of a second's audio tokens | sound symbol | {acc:.0%} | {prior:.0%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ from omnimem_cpp.avrecall import (  # noqa: E402
     answer_vocabulary,
     family_counts,
     all_questions,
+    Timeline,
     write_mp4,
 )
 
@@ -159,6 +160,25 @@ def test_event_spacing(stream):
         if e.kind == "sound":
             assert not ((visual > e.time - cfg.cross_modal_gap) &
                         (visual < e.time + e.duration + cfg.cross_modal_gap)).any()
+
+
+@pytest.mark.parametrize("rate, gap, cross_gap", [(24.0, 2.0, 1.0), (12.0, 2.5, 1.25), (3.0, 6.0, 2.0)])
+def test_dense_streams_keep_their_sounds(rate, gap, cross_gap):
+    """A sound too close to a visual change moves to the next clear second instead of vanishing, so the
+    sound rate holds up when visual changes are dense (dropping them left 24-a-minute streams with a sixth
+    of their sounds); the spacing rules still hold."""
+    counts = []
+    for seed in range(10):
+        cfg = AVRecallConfig(seconds=120.0, seed=seed, visual_events_per_minute=rate, sound_events_per_minute=rate,
+                             min_event_gap=gap, cross_modal_gap=cross_gap, n_questions=0)
+        tl = Timeline(cfg)
+        sounds = [e.time for e in tl.sounds()]
+        visual = np.array([e.time for e in tl.visual_events()])
+        assert len(sounds) < 2 or np.diff(sounds).min() >= max(gap, cfg.sound_seconds + 1.0)
+        assert all(not ((visual > t - cross_gap) & (visual < t + cfg.sound_seconds + cross_gap)).any() for t in sounds)
+        counts.append(len(sounds))
+    # the highest rate the spacing allows is one sound per (gap + a clear stretch); at least half the rate asked
+    assert np.mean(counts) / 2.0 >= min(rate, 60.0 / (gap + 1.0 + 2 * cross_gap)) / 2
 
 
 @pytest.mark.parametrize("mix", [{"audio": 0.3, "visual": 0.4, "cross": 0.3},

@@ -74,18 +74,26 @@ class Timeline:
         rng = np.random.default_rng([config.seed, 0])
         visual_times = _schedule(rng, config.visual_events_per_minute, config.min_event_gap, 1.0,
                                  config.seconds - 1.0)
-        sound_times = _schedule(rng, config.sound_events_per_minute,
-                                max(config.min_event_gap, config.sound_seconds + 1.0), 1.0,
-                                config.seconds - config.sound_seconds)
-        # a sound is dropped rather than moved when a visual change is too close: the scene must hold
-        # still while the sound plays, or "what was visible when ..." has two answers
+        sound_gap = max(config.min_event_gap, config.sound_seconds + 1.0)
+        sound_stop = config.seconds - config.sound_seconds
+        sound_times = _schedule(rng, config.sound_events_per_minute, sound_gap, 1.0, sound_stop)
+        # the scene must hold still while a sound plays, or "what was visible when ..." has two answers: a
+        # sound too close to a visual change moves to the next whole second that is clear (dropping it
+        # instead would starve dense streams of sounds: at 24 changes a minute almost every second is near one)
         visual_array = np.array(visual_times)
+
+        def clear(t: float) -> bool:
+            return not ((visual_array > t - config.cross_modal_gap) &
+                        (visual_array < t + config.sound_seconds + config.cross_modal_gap)).any()
+
         kept = []
-        for s in sound_times:
-            near = (visual_array > s - config.cross_modal_gap) & \
-                   (visual_array < s + config.sound_seconds + config.cross_modal_gap)
-            if not near.any():
-                kept.append(s)
+        for t in sound_times:
+            if kept:
+                t = max(t, float(np.ceil(kept[-1] + sound_gap)))
+            while t < sound_stop and not clear(t):
+                t += 1.0
+            if t < sound_stop:
+                kept.append(t)
         building: dict = {}   # the scene as the visual events are drawn, so each change is valid
         events = [self._visual_event(rng, t, building) for t in visual_times]
         events = [e for e in events if e is not None]

@@ -9,7 +9,9 @@ the shipped projector, exactly as a stream does, and fits small classifiers on t
 - For each second of audio: the mean of its 25 tokens against the symbol that plays then, or "none".
 
 Every probe is trained on the first 70 % of the streams and scored on the rest; "prior" is the accuracy
-of always answering the commonest training label.
+of always answering the commonest training label. The probes standardise their inputs; the language model
+does not, so the script also prints the embeddings' geometry: their mean norm against the text model's
+token embeddings, and how alike two tokens of a modality are (mean cosine similarity).
 
     python scripts/probe_avrecall_features.py [--streams 60] [--seconds 20]
 """
@@ -72,8 +74,15 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
         for second in range(len(audio_tokens) // AUDIO_TOKENS_PER_SECOND):
             window = audio_tokens[second * AUDIO_TOKENS_PER_SECOND:(second + 1) * AUDIO_TOKENS_PER_SECOND]
             audio.append((window.mean(0), sounds.get(second)))
-        data.append((slots, audio))
+        data.append((slots, audio, layout["embeddings"][video_rows], audio_tokens))
     return data
+
+
+def geometry(name: str, rows: np.ndarray) -> str:
+    rows = rows[np.linalg.norm(rows, axis=1) > 0]          # the padding rows of an embedding table
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    sample = unit[np.random.default_rng(0).choice(len(unit), size=min(2000, len(unit)), replace=False)]
+    return (f"| {name} | {np.linalg.norm(rows, axis=1).mean():.2f} | {float((sample @ sample.T).mean()):.2f} |")
 
 
 def first_second_of(layout: dict, first_row: int) -> int:
@@ -116,8 +125,8 @@ def main(argv=None) -> int:
         data = collect(model, args.streams, args.seconds)
     split = int(0.7 * len(data))
     parts = {"train": data[:split], "test": data[split:]}
-    slots = {k: [s for stream_slots, _ in v for s in stream_slots] for k, v in parts.items()}
-    audio = {k: [a for _, stream_audio in v for a in stream_audio] for k, v in parts.items()}
+    slots = {k: [s for stream in v for s in stream[0]] for k, v in parts.items()}
+    audio = {k: [a for stream in v for a in stream[1]] for k, v in parts.items()}
     print(f"{args.streams} streams of {args.seconds:g} s ({split} to fit, {len(data) - split} to score)\n")
     print("| probe | label | test accuracy | prior |\n|---|---|---|---|")
     for name, label in (("colour", 2), ("shape", 1)):
@@ -129,7 +138,19 @@ def main(argv=None) -> int:
     acc, prior = probe([a[0] for a in audio["train"]], [a[1] for a in audio["train"]],
                        [a[0] for a in audio["test"]], [a[1] for a in audio["test"]])
     print(f"| linear, mean of a second's audio tokens | sound symbol | {acc:.0%} | {prior:.0%} |")
+    print("\n| embeddings | mean norm | mean cosine between two |\n|---|---|---|")
+    print(geometry("visual tokens", np.concatenate([d[2] for d in data])))
+    print(geometry("audio tokens", np.concatenate([d[3] for d in data])))
+    print(geometry("text model's token embeddings", text_embeddings(args.model)))
     return 0
+
+
+def text_embeddings(path: pathlib.Path) -> np.ndarray:
+    """The token embedding table of a text-model GGUF, as float32."""
+    from gguf import GGUFReader
+
+    tensor = next(t for t in GGUFReader(str(path)).tensors if t.name == "token_embd.weight")
+    return np.asarray(tensor.data, dtype=np.float32).reshape(-1, int(tensor.shape[0]))
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
     import pathlib
 
-    from .avrecall.bench import BenchSettings, format_claims, format_table, run_benchmark, write_report
+    from .avrecall.bench import BenchSettings, claims, format_claims, format_table, run_benchmark, write_report
 
     options = {k: v for k, v in dict(
         minutes=args.minutes, budgets=args.budgets, policies=args.policies, seeds=args.seeds,
@@ -193,8 +193,9 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
         print(json.dumps({"results": rows}))
     else:
         print(format_table(rows))
-        if format_claims(rows):
-            print("\nThe paper's claims at the longest length:\n" + format_claims(rows))
+        found = claims(rows)
+        if found:
+            print("\nThe paper's claims at the longest length:\n" + format_claims(found))
         print(f"({seconds / 60:.1f} min)")
     if args.report:
         command = "omnimem bench avrecall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "avrecall"] else [])

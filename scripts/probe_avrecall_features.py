@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from train_avrecall_model import StreamLayout  # noqa: E402
+from train_avrecall_model import StreamLayout, video_rows  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream  # noqa: E402
@@ -58,11 +58,11 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
             layout = StreamLayout(s).encode(av)
         grid_rows, grid_cols = cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS
         slots, audio = [], []
-        video_rows = np.zeros(len(layout["embeddings"]), bool)
+        is_video = np.zeros(len(layout["embeddings"]), bool)
+        is_video[video_rows(layout)] = True
         for first, _, grid in layout["videos"]:
             t = grid[0]
             block = layout["embeddings"][first:first + t * grid_rows * grid_cols]
-            video_rows[first:first + len(block)] = True
             for g, tokens in enumerate(block.reshape(t, grid_rows, grid_cols, -1)):
                 second = first_second_of(layout, first) + g
                 state = {slot: (obj, colour) for obj, (colour, slot) in av.timeline.state_at(second + 0.5).items()}
@@ -70,11 +70,11 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
                     obj, colour = state.get(slot, (None, None))
                     slots.append((tokens[rows, cols].reshape(-1, tokens.shape[-1]), obj, colour))
         sounds = {int(e.time): e.symbol for e in av.timeline.sounds()}
-        audio_tokens = layout["embeddings"][~video_rows]
+        audio_tokens = layout["embeddings"][~is_video]
         for second in range(len(audio_tokens) // AUDIO_TOKENS_PER_SECOND):
             window = audio_tokens[second * AUDIO_TOKENS_PER_SECOND:(second + 1) * AUDIO_TOKENS_PER_SECOND]
             audio.append((window.mean(0), sounds.get(second)))
-        data.append((slots, audio, layout["embeddings"][video_rows], audio_tokens))
+        data.append((slots, audio, layout["embeddings"][is_video], audio_tokens))
     return data
 
 

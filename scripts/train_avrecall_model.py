@@ -96,9 +96,8 @@ class Phase:
                               cross_modal_gap=min(2.0, gap / 2), n_questions=0)
 
 
-# A from-scratch model does not find a few events among thousands of tokens: on 12-32 s streams it stayed at
-# the answer priors for 1,500 steps. On 6-12 s streams with an event every 2-3 s it learns to retrieve
-# sounds within a few hundred steps; the second phase lengthens the streams and thins the events out.
+# short streams dense with events first, where the evidence sits among few tokens; then longer, sparser ones
+# (docs/avrecall.md: neither phase has yet taught the model to find its evidence)
 PHASES = (Phase(1200, 6, 12, 24.0), Phase(1200, 12, 32, 12.0))
 
 
@@ -219,6 +218,12 @@ class StreamLayout:
                 "chunk": np.asarray(chunk_of, np.int32), "videos": videos}
 
 
+def video_rows(layout: dict) -> np.ndarray:
+    """Indices of a layout's video rows, block after block in the vision tower's output order."""
+    merge = VISION["spatial_merge_size"] ** 2
+    return np.concatenate([first + np.arange(int(np.prod(grid)) // merge) for first, _, grid in layout["videos"]])
+
+
 class Sequence:
     """One training example: a stream's layout (stretched in time at random) and its questions, as the
     language model's input embeddings, positions and answer targets."""
@@ -240,12 +245,9 @@ class Sequence:
         opening = embed(torch.tensor([self.special["<|vision_bos|>"], self.special["<|audio_bos|>"]]))
         media = torch.from_numpy(layout["embeddings"].astype(np.float32))
         if vision is not None:
-            merge = VISION["spatial_merge_size"] ** 2
-            rows = np.concatenate([first + np.arange(int(np.prod(grid)) // merge)
-                                   for first, _, grid in layout["videos"]])
             patches = torch.from_numpy(np.concatenate([p for _, p, _ in layout["videos"]]).astype(np.float32))
             grids = torch.tensor([list(grid) for _, _, grid in layout["videos"]])
-            media = media.index_copy(0, torch.from_numpy(rows), vision(patches, grid_thw=grids))
+            media = media.index_copy(0, torch.from_numpy(video_rows(layout)), vision(patches, grid_thw=grids))
         return torch.cat([opening, media])[None], np.concatenate([np.zeros((2, 3), np.int64), positions])
 
     @staticmethod
@@ -482,10 +484,9 @@ def main(argv=None) -> int:
             report[f"phase{k + 1}"] = {"curve": json.loads(done.read_text())}
             previous = phase_dir
     text = args.out_dir / "avrecall-text.gguf"
-    if args.vision == "trained":
-        convert_checkpoint(previous, text, "f16", mmproj=mmproj, mmproj_outtype="f32", progress=False)
-    else:
-        convert_checkpoint(previous, text, "f16", progress=False)
+    # a trained vision tower means a new projector; a frozen one keeps the file written at the start
+    projector = dict(mmproj=mmproj, mmproj_outtype="f32") if args.vision == "trained" else {}
+    convert_checkpoint(previous, text, "f16", progress=False, **projector)
     # the trained pair, its text model in F32, against transformers: the runtime runs what was trained
     trained_text = work / "trained-text-f32.gguf"
     convert_checkpoint(previous, trained_text, "f32", progress=False)

@@ -88,7 +88,7 @@ def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tok
     assert found[256]["best_baseline"] == "random" and found[256]["margin"] == pytest.approx(0.02)
     assert not found[256]["margin_met"] and not found[256]["audio_met"]
     assert found[1024]["margin_met"] and "audio_met" not in found[1024]
-    assert "random 68%" in format_claims(rows)
+    assert "random 68%" in format_claims(claims(rows))
 
 
 def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():

@@ -190,11 +190,8 @@ def claims(rows: list) -> list:
     return out
 
 
-def format_claims(rows: list) -> str:
-    """The claims as a markdown table (empty when no budget qualifies)."""
-    found = claims(rows)
-    if not found:
-        return ""
+def format_claims(found: list) -> str:
+    """Rows of :func:`claims` as a markdown table."""
     lines = ["| minutes | budget (share of tokens) | omnimem | best baseline | margin (≥ +3 pts?) | "
              "omnimem / nosplit on audio (≥?) |", "|---|---|---|---|---|---|"]
     for c in found:
@@ -285,15 +282,16 @@ def settings_json(settings: BenchSettings) -> dict:
 def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float) -> list:
     """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    found = claims(rows)
     (out_dir / "avrecall-results.json").write_text(json.dumps(
         {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "results": rows,
-         "claims": claims(rows)}, indent=1))
+         "claims": found}, indent=1))
     kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
     text = [f"Made by `{command}` in {seconds / 60:.0f} min.", "", format_table(rows), "",
             "By question kind:", "", format_table(rows, kinds), ""]
-    if claims(rows):
+    if found:
         text += ["The paper's claims at the longest length (budgets of at most "
-                 f"{CLAIM_SHARE:.0%} of its tokens; baselines: {', '.join(BASELINES)}):", "", format_claims(rows), ""]
+                 f"{CLAIM_SHARE:.0%} of its tokens; baselines: {', '.join(BASELINES)}):", "", format_claims(found), ""]
     (out_dir / "avrecall-results.md").write_text("\n".join(text))
     return [out_dir / "avrecall-results.json", out_dir / "avrecall-results.md"] + plot(rows, out_dir)
 

@@ -2,8 +2,8 @@
 encoders' working memory grows with the image (linearly since attention runs through ggml's flash-attention
 kernel; with explicit score matrices the full-attention blocks grew with the square of the patch count).
 
-    python benchmarks/encoder_memory.py                       # 336x308 and 644x644 stills, 2 threads
-    python benchmarks/encoder_memory.py --sizes 644x644,1280x720
+    python -m benchmarks.encoder_memory                       # 336x308 and 644x644 stills, 2 threads
+    python -m benchmarks.encoder_memory --sizes 644x644,1280x720
 
 Each image is encoded in its own child process, after one warm-up encode of a small image (so the weights
 are paged in and the scheduler's buffers exist); the figure is the growth of the process's peak RSS during
@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
-from random_gguf import QWEN25_OMNI_3B, QWEN25_OMNI_3B_PROJECTOR, cached_projector_gguf, cached_text_gguf
-from text_speed import DEFAULT_WORKDIR, frame_size, log
+from .random_gguf import QWEN25_OMNI_3B, QWEN25_OMNI_3B_PROJECTOR, cached_projector_gguf, cached_text_gguf
+from .text_speed import DEFAULT_WORKDIR, frame_size, log
 
 WARMUP = (56, 56)
 

@@ -1,6 +1,6 @@
 """Memory and answer speed as one audio-visual stream grows, `full` memory beside `omnimem` at a fixed budget.
 
-    python benchmarks/memory_scaling.py [--minutes 1,5,20,60] [--policies full,omnimem] [--budget 256]
+    python -m benchmarks.memory_scaling [--minutes 1,5,20,60] [--policies full,omnimem] [--budget 256]
                                         [--model TEXT.gguf --mmproj PROJECTOR.gguf] [--threads N]
                                         [--frame 224x168] [--max-tokens 32] [--repeats 3] [--full-max-gib G]
                                         [--json out.json] [--png out.png] [--quick]
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from text_speed import (
+from .text_speed import (
     MAX_ATTEMPTS,
     QUIET_SHARE,
     busy_cpu_s,
@@ -73,6 +73,7 @@ QUESTION = "What colour was the square when the tone was highest?"
 PROBE_N_CTX = 8192          # the warm-up stream: three chunks and a question
 MASK_BYTES = 8              # per attention-mask entry of a chunk over the memory: F32 + F16 host copies, F16 graph
 PROGRESS_S = 30.0
+LLAMA_TOKEN_IDS = 256       # random ids for llama.cpp's context: below any vocabulary's size
 DEFAULT_MINUTES = "1,5,20,60"
 QUICK_MINUTES = "1,5"
 
@@ -192,6 +193,34 @@ def measure_asks(s, max_tokens: int, repeats: int, max_attempts: int) -> dict:
             "answer_tokens": [x["answer_tokens"] for x in kept],
             "others_cpu_share": [round(x["others_cpu_share"], 3) for x in kept], "attempts": len(samples),
             "answer": kept[0]["answer"], "stream_unchanged": s.n_tokens == mark}
+
+
+def measure_decode_steps(s, model, steps: int, repeats: int) -> dict:
+    """Time per answer token as llama.cpp's is timed: after the question, `steps` single-token steps whose
+    tokens are forced (a trained model's own answer may end after a token or two), rolled back after each
+    run; median of `repeats` runs after an untimed one, disturbed runs run again as in text_speed.py."""
+    from omnimem_cpp import chat
+
+    from .text_speed import _timed_rates
+
+    mark = s.n_tokens
+    question = model.tokenize(chat.user_turn(QUESTION), special=True)
+    answer = np.resize(np.asarray(question, dtype=np.int32), steps)
+
+    def reset():
+        s.rollback(mark)
+        s.feed_tokens(question)
+
+    def run():
+        for i in range(steps):
+            s.feed_tokens(answer[i:i + 1])
+
+    reset()
+    run()
+    timing = _timed_rates(repeats, steps, reset, run)
+    s.rollback(mark)
+    return {"decode_ms_per_token": 1e3 / statistics.median(timing["runs"]), "steps": steps,
+            "others_cpu_share": timing["others_cpu_share"]}
 
 
 # ----------------------------------------------------------------------------------------- the child
@@ -314,6 +343,7 @@ def _run_policy(conn, policy: str, cfg: dict) -> None:
         }
         try:
             record["ask"] = measure_asks(s, max_tokens, cfg["repeats"], cfg["max_attempts"])
+            record["decode_steps"] = measure_decode_steps(s, model, max_tokens, cfg["repeats"])
         except om.OmnimemError as e:
             record["ask"] = {"status": "error", "message": f"{type(e).__name__}: {e}"}
         after = s.stats()
@@ -329,8 +359,50 @@ def _run_policy(conn, policy: str, cfg: dict) -> None:
     model.close()
 
 
+def _run_llama_cpp(conn, cfg: dict) -> None:
+    """llama.cpp on the same text model without compression: its context holds every token of the stream, so
+    at each checkpoint in cfg["stream_tokens"] ({minute: tokens}, what the stream fed) it has that many tokens
+    of K/V, and its time per answer token is measured there. Its context is filled with random token ids in
+    batches (the cost of decoding at a context does not depend on what the tokens are); checkpoints beyond
+    cfg["llama_max_tokens"] are not run, since filling them costs the square of their length."""
+    from .text_speed import LlamaCppEngine, _timed_rates
+
+    wanted = sorted((int(n), float(m)) for m, n in cfg["stream_tokens"].items())
+    runnable = [(n, m) for n, m in wanted if n <= cfg["llama_max_tokens"]]
+    steps = cfg["max_tokens"]
+    engine = LlamaCppEngine(Path(cfg["model"]), "default", cfg["threads"], cfg["n_batch"],
+                            n_ctx=(runnable[-1][0] if runnable else 0) + steps + 16)
+    per_token = engine.kv_bytes_per_token()
+    conn.send(("setup", {"kv_bytes_per_token": per_token, "n_ctx": engine.L.llama_n_ctx(engine.ctx)}))
+    rng = np.random.default_rng(cfg["seed"])
+    for n_tokens, minute in wanted:
+        if n_tokens > cfg["llama_max_tokens"]:
+            conn.send(("stopped", {"minute": minute, "n_tokens": n_tokens, "kv_bytes": n_tokens * per_token,
+                                   "message": f"minute {minute:g} ({n_tokens:,} tokens) not run: over "
+                                              f"{cfg['llama_max_tokens']:,} tokens of context"}))
+            return
+        while engine.n_past < n_tokens:
+            engine.feed(rng.integers(0, LLAMA_TOKEN_IDS, size=min(cfg["n_batch"], n_tokens - engine.n_past),
+                                     dtype=np.int32))
+        answer = rng.integers(0, LLAMA_TOKEN_IDS, size=steps, dtype=np.int32)
+
+        def decode():
+            for i in range(steps):
+                engine.feed(answer[i:i + 1])
+
+        timing = _timed_rates(cfg["repeats"], steps, lambda: engine.reset(n_tokens), decode)
+        conn.send(("checkpoint", {"minute": minute, "n_tokens": n_tokens, "kv_bytes": n_tokens * per_token,
+                                  "kv_bytes_allocated": engine.L.llama_n_ctx(engine.ctx) * per_token, **_rss(),
+                                  "decode_steps": {"decode_ms_per_token": 1e3 / statistics.median(timing["runs"]),
+                                                   "steps": steps, "others_cpu_share": timing["others_cpu_share"]}}))
+        engine.reset(n_tokens)
+
+
 def _child(conn, policy: str, cfg: dict) -> None:
     try:
+        if policy == "llama.cpp":
+            _run_llama_cpp(conn, cfg)
+            return
         _run_policy(conn, policy, cfg)
     except ImportError as e:
         conn.send(("fatal", {"status": "unavailable", "message": f"{type(e).__name__}: {e}"}))
@@ -368,7 +440,7 @@ def run_child(policy: str, cfg: dict) -> dict:
                  f"({time.monotonic() - t0:.0f} s)")
         elif kind == "checkpoint":
             out["checkpoints"].append(payload)
-            ask = payload["ask"]
+            ask = payload.get("decode_steps") or payload["ask"]
             log(f"  {policy} minute {payload['minute']:g}: KV {_size(payload['kv_bytes'])} "
                  f"(allocated {_size(payload['kv_bytes_allocated'])}), RSS {_size(payload['rss_bytes'])}, "
                  f"decode {_ms(ask.get('decode_ms_per_token'))} ms/token ({time.monotonic() - t0:.0f} s)")

@@ -6,8 +6,8 @@ layer, the overlap (|A ∩ B| / |A ∪ B|) of the media rows each keeps after ev
 per row of both modes. The streams see the same input; once their choices differ their memories do too,
 so the overlap measures the practical effect, not a single selection.
 
-    python benchmarks/redundancy_modes.py                     # the embedded demo model, a synthetic clip
-    python benchmarks/redundancy_modes.py --model m.gguf --mmproj p.gguf --clip talk.mp4 --budget 512
+    python -m benchmarks.redundancy_modes                     # the embedded demo model, a synthetic clip
+    python -m benchmarks.redundancy_modes --model m.gguf --mmproj p.gguf --clip talk.mp4 --budget 512
 """
 
 from __future__ import annotations

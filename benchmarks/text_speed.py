@@ -1,6 +1,6 @@
 """Text-model speed, omnimem.cpp beside llama.cpp, on one random-weight Qwen2.5-Omni-3B-sized GGUF per type.
 
-    python benchmarks/text_speed.py [--types f16,q8_0,q4_0] [--threads 2] [--prompt 512] [--decode 128]
+    python -m benchmarks.text_speed [--types f16,q8_0,q4_0] [--threads 2] [--prompt 512] [--decode 128]
                                     [--repeats 3] [--json out.json] [--workdir DIR] [--quick]
 
 For each weight type it measures, with the same file and thread count:
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from random_gguf import QWEN25_OMNI_3B, WEIGHT_TYPES, cached_text_gguf, decode_weight_bytes
+from .random_gguf import QWEN25_OMNI_3B, WEIGHT_TYPES, cached_text_gguf, decode_weight_bytes
 
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnimem-cpp" / "benchmarks"
 
@@ -88,7 +88,7 @@ class LlamaCppEngine:
     """llama.cpp through llama-cpp-python's low-level API, which exposes the weight-buffer choices that
     Llama() does not (use_extra_bufts, tensor_buft_overrides)."""
 
-    def __init__(self, path: Path, mode: str, n_threads: int, n_batch: int):
+    def __init__(self, path: Path, mode: str, n_threads: int, n_batch: int, n_ctx: int = N_CTX):
         import llama_cpp as L
 
         self.L = L
@@ -108,7 +108,7 @@ class LlamaCppEngine:
             raise RuntimeError(f"llama.cpp could not load {path}")
 
         cp = L.llama_context_default_params()
-        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = N_CTX, n_batch, n_batch, 1
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = n_ctx, n_batch, n_batch, 1
         cp.n_threads = cp.n_threads_batch = n_threads
         cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
         cp.type_k = cp.type_v = L.GGML_TYPE_F16
@@ -119,6 +119,11 @@ class LlamaCppEngine:
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.n_past = 0
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of the F16 K and V of one token over all layers."""
+        L, m = self.L, self.model
+        return L.llama_model_n_layer(m) * 2 * L.llama_model_n_head_kv(m) * (L.llama_model_n_embd(m) // L.llama_model_n_head(m)) * 2
 
     def reset(self, n_keep: int) -> None:
         self.L.llama_memory_seq_rm(self.mem, 0, n_keep, -1)
@@ -381,6 +386,31 @@ def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
+def text_config(threads: int, prompt: int, decode: int, repeats: int, seed: int) -> dict:
+    """The settings every engine's child gets."""
+    return {"threads": threads, "prompt": prompt, "decode": decode, "repeats": repeats, "seed": seed,
+            "n_vocab_normal": min(QWEN25_OMNI_3B.n_vocab, 151643)}  # ids below the control tokens
+
+
+def measure(types: list[str], cfg: dict, workdir: Path) -> tuple[dict, dict, list[str]]:
+    """Every engine and weight-buffer mode on one random-weight 3B-sized file per weight type: the results
+    per type, the bytes of weights a decode step reads per type, and the CPU's extra buffer types."""
+    extra_bufts = sorted(_cpu_extra_bufts())
+    path_of = {t: cached_text_gguf(workdir, QWEN25_OMNI_3B, t, cfg["seed"], log=log) for t in types}
+    weight_bytes = {t: decode_weight_bytes(p) for t, p in path_of.items()}
+    all_results: dict[str, list[dict]] = {}
+    for wtype in types:
+        all_results[wtype] = []
+        for run in plan(wtype, extra_bufts):
+            t0 = time.monotonic()
+            r = {**run, **run_child(run["engine"], run["mode"], path_of[wtype], cfg)}
+            all_results[wtype].append(r)
+            log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
+                f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
+                + (f" — {r['message']}" if "message" in r else ""))
+    return all_results, weight_bytes, extra_bufts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--types", default="f16,q8_0,q4_0", help=f"comma-separated, from {','.join(WEIGHT_TYPES)}")
@@ -404,24 +434,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import llama_cpp
 
-    extra_bufts = sorted(_cpu_extra_bufts())
-    dims = QWEN25_OMNI_3B
-    cfg = {"threads": args.threads, "prompt": args.prompt, "decode": args.decode, "repeats": args.repeats,
-           "seed": args.seed, "n_vocab_normal": min(dims.n_vocab, 151643)}  # ids below the control tokens
-    path_of = {t: cached_text_gguf(args.workdir, dims, t, args.seed, log=log) for t in types}
-    weight_bytes = {t: decode_weight_bytes(p) for t, p in path_of.items()}
-    all_results: dict[str, list[dict]] = {}
+    cfg = text_config(args.threads, args.prompt, args.decode, args.repeats, args.seed)
     # Other processes compete for the same cores; their CPU time during the run says how far to trust it.
     t_start, busy_start, own_start = time.monotonic(), busy_cpu_s(), own_cpu_s()
-    for wtype in types:
-        all_results[wtype] = []
-        for run in plan(wtype, extra_bufts):
-            t0 = time.monotonic()
-            r = {**run, **run_child(run["engine"], run["mode"], path_of[wtype], cfg)}
-            all_results[wtype].append(r)
-            log(f"[{wtype}] {r['engine']} {r['label']}: prefill {_cell(r, 'prefill', '{:.1f}')}, "
-                f"decode {_cell(r, 'decode', '{:.2f}')} ({time.monotonic() - t0:.0f} s)"
-                + (f" — {r['message']}" if "message" in r else ""))
+    all_results, weight_bytes, extra_bufts = measure(types, cfg, args.workdir)
     wall_s = time.monotonic() - t_start
     others_cpu_s = max(0.0, (busy_cpu_s() - busy_start) - (own_cpu_s() - own_start))
 
@@ -435,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                      machine={**machine_description(), "ggml_extra_bufts": extra_bufts,
                               "ggml_system_info": llama_cpp.llama_print_system_info().decode().strip()},
                      config={**cfg, "types": types, "n_ctx": N_CTX, "short_prompt": SHORT_PROMPT,
-                             "warmup_batch": WARMUP_BATCH, "model": dims.name},
+                             "warmup_batch": WARMUP_BATCH, "model": QWEN25_OMNI_3B.name},
                      decode_weight_bytes=weight_bytes, results=all_results, wall_s=wall_s,
                      others_cpu_s=others_cpu_s)
     return 0

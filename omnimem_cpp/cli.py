@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_options(p)
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("bench", help="benchmarks (avrecall: accuracy against the memory budget)",
+    p = sub.add_parser("bench", help="benchmarks (avrecall: accuracy against the memory budget; speed)",
                        description="Run a benchmark.")
     bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     p = bench.add_parser(
@@ -364,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="also write the tables (markdown, JSON) and PNG plots to DIR")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.set_defaults(func=_cmd_bench_avrecall)
+    from .benchmarks import speed   # its options are the benchmark module's own
+
+    p = bench.add_parser("speed", parents=[speed.build_parser(add_help=False)],
+                         help="decode, prefill, long-stream and ingest speed beside llama.cpp",
+                         description=speed.DESCRIPTION, epilog=speed.EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=speed.run)
 
     p = sub.add_parser("demo", help="the shipped model watches a generated clip under a budget and answers",
                        description="Write a one-minute AV-Recall clip (shapes and sounds) as an mp4, stream it "

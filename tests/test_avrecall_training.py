@@ -7,6 +7,7 @@ import json
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,6 +38,18 @@ def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     assert len(written["phase1"]["curve"]) == 1 and written["phase1"]["curve"][0]["step"] == 2
     with om.Model(tmp_path / "avrecall-text.gguf", mmproj=tmp_path / "avrecall-mmproj.gguf") as model:
         assert model.info.n_layer == trainer.TEXT["num_hidden_layers"]
+        if vision == "frozen":
+            # the towers' outputs were centred and scaled on other streams: on a new one the audio rows have
+            # about zero mean and unit spread (before: a shared offset and a spread of 0.34); video rows vary
+            # mostly between streams (each has its own background), so only their scale is checked
+            cfg = trainer.Phase(1, 12, 12, 24.0).stream_config(12345)
+            with model.stream() as s:
+                layout = trainer.StreamLayout(s).encode(trainer.AVRecallStream(cfg))
+            is_video = np.zeros(len(layout["embeddings"]), bool)
+            is_video[trainer.video_rows(layout)] = True
+            audio, video = layout["embeddings"][~is_video], layout["embeddings"][is_video]
+            assert 0.8 < audio.std(0).mean() < 1.25 and np.abs(audio.mean(0)).mean() < 0.1
+            assert 0.3 < video.std(0).mean() < 2.0
 
 
 def test_training_streams_differ_every_step_and_repeat_with_the_seed(trainer):

@@ -14,9 +14,9 @@ The chunk is what `om.media.open` yields for 2 s of video with sound: 4 frames (
                  after the block's two opening tokens;
   end to end     Stream.feed(video=..., audio=...) then close_media(): all of the above in the runtime's own
                  path, opening and closing tokens included (not with --quick);
-  bounded        the same into an omnimem stream whose budget (128 media rows per layer) the chunk overflows,
-                 so that scoring and compaction run; the stream's timers give their share of its ingest time
-                 (not with --quick).
+  bounded        the chunk twice into an omnimem stream whose budget (128 media rows per layer) it overflows,
+                 so that scoring and compaction run (on the first, once the second arrives); the stream's
+                 timers give their share of its ingest time (not with --quick).
 libmtmd (through llama-cpp-python's mtmd bindings) runs the same towers from the same file: the ViT on the
 chunk's frames (4 mergeable bitmaps: 2 frame pairs) and on one still frame, the audio tower on the chunk's
 audio and (not with --quick) on a 30-s clip, with its default settings (flash attention on where the backend
@@ -70,6 +70,7 @@ MEL_FRAMES_PER_SECOND = 100
 N_CTX = 1024
 N_BATCH = 512               # above the chunk's token count, so the prefill is one graph
 BOUNDED_BUDGET = 128        # media rows per layer: a chunk overflows it, so its ingest scores and compacts
+BOUNDED_CHUNKS = 2          # the first is compacted once the second arrives
 PREPROCESS_LOOPS = 20       # preprocessing takes milliseconds: time a loop of calls
 SMALL_IMAGE = (56, 56)      # warm-up input: pages the weights in and starts the threads, costs little
 SMALL_AUDIO_S = 0.5
@@ -221,7 +222,8 @@ def _omnimem_child(rep: Reporter, cfg: dict) -> None:
         rep.measure("end_to_end", feed_chunk, reset=lambda: stream.rollback(0))
         stream.rollback(0)
 
-        # The same chunk into a stream whose budget it overflows, so that scoring and compaction run; the
+        # The chunk twice into a stream whose budget it overflows, so that scoring and compaction run (after a
+        # chunk that the next one's arrival completes; the one completed by close_media is not compacted); the
         # stream's own timers split its ingest time. A fresh stream each run: compaction cannot be rolled back.
         bounded = {}
 
@@ -231,7 +233,8 @@ def _omnimem_child(rep: Reporter, cfg: dict) -> None:
             bounded["stream"] = model.stream(policy="omnimem", budget=BOUNDED_BUDGET, n_batch=N_BATCH, kv_type="f16")
 
         def feed_bounded():
-            bounded["stream"].feed(video=frames, audio=audio, fps=FPS, sample_rate=SAMPLE_RATE)
+            for _ in range(BOUNDED_CHUNKS):
+                bounded["stream"].feed(video=frames, audio=audio, fps=FPS, sample_rate=SAMPLE_RATE)
             bounded["stream"].close_media()
             return bounded["stream"].stats()
 
@@ -463,8 +466,8 @@ def bounded_work(ours: dict) -> str:
     b = ours.get("bounding")
     if not b:
         return "the chunk into a stream it overflows"
-    return (f"scoring {b['score_s']:.3f} s + compaction {b['compact_s']:.3f} s = {100 * b['share']:.1f} % of "
-            f"ingest (target ≤ 5 %)")
+    return (f"{b['compactions']} compaction(s): scoring {b['score_s']:.3f} s + compaction {b['compact_s']:.3f} s "
+            f"= {100 * b['share']:.2f} % of ingest (target ≤ 5 %)")
 
 
 def table(ours: dict, theirs: dict, cfg: dict) -> str:
@@ -491,7 +494,8 @@ def table(ours: dict, theirs: dict, cfg: dict) -> str:
         ("audio tower, chunk", f"{chunk_mel} mel frames → {n_audio} tokens{padded}", "audio_chunk", ""),
         ("LLM prefill, chunk", f"{n_chunk} embeddings ({cfg['text_type']})", "prefill_chunk", ""),
         ("end to end: feed(video, audio) + close_media", "the chunk as a whole block", "end_to_end", ""),
-        ("end to end, bounded (omnimem@128): scoring + compaction included", bounded_work(ours), "bounded_chunk", ""),
+        ("end to end, 2 chunks bounded (omnimem@128): scoring + compaction included", bounded_work(ours),
+         "bounded_chunk", ""),
         ("ViT, one still frame", f"{still.get('patches', '?')} patches", "vit_image", ""),
         ("audio tower, 30-s clip", f"{clip_mel:,} mel frames → {clip_tokens} tokens", "audio_clip", ""),
     ]

@@ -153,7 +153,7 @@ INGEST_STAGES = (("preprocess_video", "ingest: preprocess 4 frames (s)"),
                  ("audio_chunk", "ingest: audio tower, chunk (s)"),
                  ("prefill_chunk", "ingest: LLM prefill, chunk (s)"),
                  ("end_to_end", "ingest: whole chunk, full memory (s)"),
-                 ("bounded_chunk", "ingest: whole chunk under a budget, scoring and compaction included (s)"))
+                 ("bounded_chunk", "ingest: two chunks under a budget, scoring and compaction included (s)"))
 
 
 def ingest_rows(ingest: dict) -> list[list[str]]:
@@ -165,9 +165,10 @@ def ingest_rows(ingest: dict) -> list[list[str]]:
                      f"{_fmt(b, 3)} (libmtmd)" if b is not None else "", f"{b / a:.2f}×" if a and b else "", "", ""])
     bounding = ours.get("bounding")
     if bounding:
-        rows.append(["ingest: scoring + compaction ÷ ingest, one chunk under a budget",
-                     f"{100 * bounding['share']:.1f} %", "", "", f"≤ {100 * BOUNDING_SHARE:.0f} %",
-                     _yes(bounding["share"] <= BOUNDING_SHARE)])
+        met = bounding["share"] <= BOUNDING_SHARE if bounding["compactions"] else None
+        rows.append([f"ingest: scoring + compaction ÷ ingest, two chunks under a budget "
+                     f"({bounding['compactions']} compaction(s))", f"{100 * bounding['share']:.2f} %", "", "",
+                     f"≤ {100 * BOUNDING_SHARE:.0f} %", _yes(met)])
     return rows
 
 

@@ -41,7 +41,7 @@ import tiny_models  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp import chat  # noqa: E402
-from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
+from omnimem_cpp.avrecall import KINDS, AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
 from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
 
 # Training streams use seeds from here on; the benchmark's streams use small seeds, so none is seen in training.
@@ -61,30 +61,55 @@ AUDIO = dict(num_mel_bins=128, d_model=64, encoder_layers=2, encoder_attention_h
 @dataclass(frozen=True)
 class Phase:
     """A stage of the curriculum: ``steps`` optimizer steps, each on a new stream of ``shortest`` to
-    ``longest`` seconds (even lengths) with ``events_per_minute`` visual and as many sound events."""
+    ``longest`` seconds (even lengths) with ``events_per_minute`` visual and as many sound events.
+
+    ``audio_only`` drops the video rows from the layout (the model hears the stream without seeing it);
+    ``kinds`` limits the questions to those kinds, all of their questions asked at every step. Together
+    they make a first phase that teaches retrieval where it is easiest to learn: finding a sound among
+    few tokens, with the sound questions' gradient undiluted by the other kinds."""
 
     steps: int
     shortest: int
     longest: int
     events_per_minute: float
+    audio_only: bool = False
+    kinds: tuple = ()
+
+    FORM = "STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE[/audio][/KIND,KIND...]"
 
     @classmethod
     def parse(cls, text: str) -> "Phase":
+        base, *extras = text.split("/")
         try:
-            steps, rest = text.split(":")
+            steps, rest = base.split(":")
             lengths, rate = rest.split("@")
             shortest, longest = lengths.split("-")
             phase = cls(int(steps), int(shortest), int(longest), float(rate))
         except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"a phase is STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"a phase is {cls.FORM}, got {text!r}") from None
         if phase.steps < 1 or not 2 <= phase.shortest <= phase.longest or phase.events_per_minute <= 0:
             raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive, lengths 2 s or more, "
                                              "shortest <= longest, the event rate positive")
+        known = [k for family_kinds in KINDS.values() for k in family_kinds]
+        audio_only, kinds = "audio" in extras, ()
+        for extra in (e for e in extras if e != "audio"):
+            if kinds or any(k not in known for k in extra.split(",")):
+                raise argparse.ArgumentTypeError(
+                    f"{text!r}: after '/' comes 'audio' or one list of question kinds, from {', '.join(known)}")
+            kinds = tuple(extra.split(","))
+        if audio_only and any(k not in KINDS["audio"] for k in kinds):
+            raise argparse.ArgumentTypeError(f"{text!r}: an audio-only phase asks only {', '.join(KINDS['audio'])}")
+        # questions about what cannot be seen make no sense: an audio-only phase asks the sound kinds
+        phase = dataclasses.replace(phase, audio_only=audio_only, kinds=kinds or (KINDS["audio"] if audio_only else ()))
         return phase
 
     def __str__(self) -> str:
-        return f"{self.steps}:{self.shortest}-{self.longest}@{self.events_per_minute:g}"
+        return (f"{self.steps}:{self.shortest}-{self.longest}@{self.events_per_minute:g}"
+                + ("/audio" if self.audio_only else "") + ("/" + ",".join(self.kinds) if self.kinds else ""))
+
+    def dir_name(self) -> str:
+        """The phase as a folder name's part."""
+        return str(self).replace(":", "x").replace("@", "at").replace("/", "_").replace(",", "+")
 
     def stream_config(self, seed: int) -> AVRecallConfig:
         """The stream of one step. Dense events come closer together (the benchmark's 3 a minute keep 6 s
@@ -253,7 +278,8 @@ class StreamLayout:
 def video_rows(layout: dict) -> np.ndarray:
     """Indices of a layout's video rows, block after block in the vision tower's output order."""
     merge = VISION["spatial_merge_size"] ** 2
-    return np.concatenate([first + np.arange(int(np.prod(grid)) // merge) for first, _, grid in layout["videos"]])
+    return np.concatenate([np.zeros(0, np.int64)] + [first + np.arange(int(np.prod(grid)) // merge)
+                                                     for first, _, grid in layout["videos"]])
 
 
 class Sequence:
@@ -276,7 +302,7 @@ class Sequence:
         rows are its output on the layout's patches, so that gradients reach it."""
         opening = embed(torch.tensor([self.special["<|vision_bos|>"], self.special["<|audio_bos|>"]]))
         media = torch.from_numpy(layout["embeddings"].astype(np.float32))
-        if vision is not None:
+        if vision is not None and layout["videos"]:
             patches = torch.from_numpy(np.concatenate([p for _, p, _ in layout["videos"]]).astype(np.float32))
             grids = torch.tensor([list(grid) for _, _, grid in layout["videos"]])
             media = media.index_copy(0, torch.from_numpy(video_rows(layout)), vision(patches, grid_thw=grids))
@@ -299,7 +325,8 @@ class Sequence:
         extra = rng.uniform(0, MAX_STRETCH_SECONDS) * POSITIONS_PER_SECOND
         cuts = rng.dirichlet(np.full(n_chunks, 0.3)) * extra
         shift = np.floor(np.cumsum(cuts)).astype(np.int64)[layout["chunk"]]
-        audio = positions[:, 1] == positions[:, 0]                  # audio tokens carry one position thrice
+        audio = np.ones(len(positions), bool)
+        audio[video_rows(layout)] = False
         positions[:, 0] += shift
         positions[audio, 1] += shift[audio]
         positions[audio, 2] += shift[audio]
@@ -317,12 +344,21 @@ class TrainingStreams:
     def __call__(self, step: int) -> dict:
         cfg = train_stream_config(self.phase_index, self.phase, step)
         av = AVRecallStream(cfg)
+        audio_only = self.phase.audio_only
         with self.model.stream() as s:
-            data = StreamLayout(s, native_video=not self.train_vision).encode(av)
+            data = StreamLayout(s, native_video=not (self.train_vision or audio_only)).encode(av)
+        if audio_only:
+            keep = np.ones(len(data["embeddings"]), bool)
+            keep[video_rows(data)] = False
+            data.update(embeddings=data["embeddings"][keep], positions=data["positions"][keep],
+                        chunk=data["chunk"][keep], videos=[])
         by_kind = {}
         for q in all_questions(cfg, av.timeline):
-            by_kind.setdefault(q.kind, []).append((q.text, q.answer))
+            if not self.phase.kinds or q.kind in self.phase.kinds:
+                by_kind.setdefault(q.kind, []).append((q.text, q.answer))
         data["questions"] = by_kind
+        # a phase limited to a few kinds asks all of their questions; otherwise as many of each kind
+        data["per_kind"] = max(map(len, by_kind.values()), default=0) if self.phase.kinds else QUESTIONS_PER_KIND
         return data
 
 
@@ -375,7 +411,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         # the same number of each kind (where there are enough), so that the kinds with many questions
         # (pairs of names) do not crowd out the others
         picked = [(kind, qs[i]) for kind, qs in data["questions"].items()
-                  for i in rng.choice(len(qs), size=min(len(qs), QUESTIONS_PER_KIND), replace=False)]
+                  for i in rng.choice(len(qs), size=min(len(qs), data["per_kind"]), replace=False)]
         rows = [seq.question_ids(*q) for _, q in picked]
         width = max(len(r[0]) for r in rows)
         ids = torch.full((len(rows), width), special["<|endoftext|>"])
@@ -462,7 +498,7 @@ def main(argv=None) -> int:
                         help="checkpoints and the encoded training streams; a run with the same arguments "
                              "continues from what it finds there")
     parser.add_argument("--phase", type=Phase.parse, action="append", dest="phases",
-                        metavar="STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE",
+                        metavar=Phase.FORM,
                         help="a curriculum phase (repeatable; default "
                              + " ".join(map(str, PHASES)) + ")")
     parser.add_argument("--vision", choices=("frozen", "trained"), default="frozen",
@@ -504,7 +540,7 @@ def main(argv=None) -> int:
             # named by the learning rate and every phase up to this one: a changed curriculum never resumes
             # another's checkpoint
             phase_dir = work / (f"trained-{args.seed}-{args.vision}-lr{args.lr:g}-" + "+".join(
-                str(p).replace(":", "x").replace("@", "at") for p in phases[:k + 1]))
+                p.dir_name() for p in phases[:k + 1]))
             done = phase_dir / "curve.json"
             if not done.exists():
                 phase_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,9 @@ def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     import omnimem_cpp as om
 
     report = tmp_path / "report.json"
-    args = ["--phase", "2:12-12@6", "--vision", vision, "--work-dir", str(tmp_path / "work"),
+    # the trained tower's run opens with an audio-only phase: a step without video rows for it to fill
+    phases = ["--phase", "2:12-12@6"] if vision == "frozen" else ["--phase", "1:12-12@6/audio", "--phase", "2:12-12@6"]
+    args = [*phases, "--vision", vision, "--work-dir", str(tmp_path / "work"),
             "--out-dir", str(tmp_path), "--report", str(report), "--threads", "2"]
     assert trainer.main(args) == 0
     written = json.loads(report.read_text())
@@ -35,7 +37,8 @@ def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     assert written["layout_check_rel_error"] < 1e-4
     assert written["trained_check_rel_error"] < 1e-4
     assert f"--vision {vision}" in written["command"]
-    assert len(written["phase1"]["curve"]) == 1 and written["phase1"]["curve"][0]["step"] == 2
+    last = written[f"phase{len(phases) // 2}"]["curve"]
+    assert len(last) == 1 and last[0]["step"] == 2
     with om.Model(tmp_path / "avrecall-text.gguf", mmproj=tmp_path / "avrecall-mmproj.gguf") as model:
         assert model.info.n_layer == trainer.TEXT["num_hidden_layers"]
         if vision == "frozen":
@@ -85,3 +88,62 @@ def test_a_bad_phase_is_refused_with_its_form(trainer, text):
 
     with pytest.raises(argparse.ArgumentTypeError, match="STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE|must be"):
         trainer.Phase.parse(text)
+
+
+def test_phase_options_parse_and_name_their_folder(trainer):
+    phase = trainer.Phase.parse("1500:6-12@24/audio")
+    assert phase.audio_only and phase.kinds == ("sound_played", "sound_count", "sound_order")
+    assert trainer.Phase.parse(str(phase)) == phase
+    assert "/" not in phase.dir_name() and ":" not in phase.dir_name()
+    mixed = trainer.Phase.parse("10:6-8@6/sound_played,colour_at_sound")
+    assert not mixed.audio_only and mixed.kinds == ("sound_played", "colour_at_sound")
+    assert trainer.Phase.parse(str(mixed)) == mixed
+
+
+@pytest.mark.parametrize("text", ["10:6-8@6/audio/colour_at_sound", "10:6-8@6/loudness", "10:6-8@6/x/y"])
+def test_a_bad_phase_option_is_refused_with_the_choices(trainer, text):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="sound_played"):
+        trainer.Phase.parse(text)
+
+
+def test_an_audio_only_phase_hears_without_seeing_and_asks_every_sound_question(trainer):
+    """No video rows reach the model (audio rows carry one position thrice), and every question of the
+    phase's kinds is asked, none of another kind."""
+    import omnimem_cpp as om
+    from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallStream, all_questions
+
+    phase = trainer.Phase.parse("5:12-12@24/audio/sound_played")
+    with om.Model(MODEL, mmproj=PROJECTOR) as model:
+        data = trainer.TrainingStreams(model, 0, phase, train_vision=False)(3)
+        full = trainer.TrainingStreams(model, 0, trainer.Phase(5, 12, 12, 24.0), train_vision=False)(3)
+    assert data["videos"] == [] and len(data["embeddings"]) == len(data["positions"]) == len(data["chunk"])
+    assert (data["positions"][:, 0] == data["positions"][:, 1]).all()
+    is_audio = np.ones(len(full["embeddings"]), bool)
+    is_audio[trainer.video_rows(full)] = False
+    np.testing.assert_array_equal(data["embeddings"], full["embeddings"][is_audio])
+    cfg = trainer.train_stream_config(0, phase, 3)
+    expected = [(q.text, q.answer) for q in all_questions(cfg, AVRecallStream(cfg).timeline) if q.kind == "sound_played"]
+    assert data["questions"] == {"sound_played": expected} and data["per_kind"] == len(expected) == 6
+
+
+def test_stretching_moves_chunks_apart_in_time_only(trainer):
+    """A stretched layout shifts each chunk's time positions by a gap that grows chunk by chunk; a video
+    row keeps its height and width positions (the first one too, whose three positions start out equal)."""
+    video = [(1 + 50 * c, 1 + i, 1 + j) for c in range(2) for i in range(2) for j in range(2)]
+    audio = [(1 + 50 * c + k,) * 3 for c in range(2) for k in range(4)]
+    layout = {"positions": np.array(video[:4] + audio[:4] + video[4:] + audio[4:]),
+              "chunk": np.repeat([0, 1], 8), "videos": [(0, None, (1, 4, 4)), (8, None, (1, 4, 4))]}
+    rng = np.random.default_rng(0)
+    stretched = [trainer.Sequence.stretch(layout, rng) for _ in range(20)]
+    moved = [p for p in stretched if (p != layout["positions"]).any()]
+    assert 0 < len(moved) < 20                                  # about half of the streams are stretched
+    is_video = np.isin(np.arange(16), trainer.video_rows(layout))
+    for p in moved:
+        shift = p - layout["positions"]
+        np.testing.assert_array_equal(shift[is_video, 1:], 0)
+        np.testing.assert_array_equal(shift[~is_video, 1], shift[~is_video, 0])
+        np.testing.assert_array_equal(shift[~is_video, 2], shift[~is_video, 0])
+        per_chunk = [np.unique(shift[layout["chunk"] == c, 0]) for c in range(2)]
+        assert all(len(u) == 1 for u in per_chunk) and 0 <= per_chunk[0][0] <= per_chunk[1][0]

@@ -71,6 +71,8 @@ N_CTX = 1024
 N_BATCH = 512               # above the chunk's token count, so the prefill is one graph
 BOUNDED_BUDGET = 128        # media rows per layer: a chunk overflows it, so its ingest scores and compacts
 BOUNDED_CHUNKS = 2          # the first is compacted once the second arrives
+DEFAULT_TEXT_TYPE = "q8_0"
+DEFAULT_FRAME = (336, 308)  # WIDTHxHEIGHT, sides multiples of 28 (two 14-px patches merged)
 PREPROCESS_LOOPS = 20       # preprocessing takes milliseconds: time a loop of calls
 SMALL_IMAGE = (56, 56)      # warm-up input: pages the weights in and starts the threads, costs little
 SMALL_AUDIO_S = 0.5
@@ -544,8 +546,8 @@ def measure(cfg: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--text-type", default="q8_0", choices=sorted(WEIGHT_TYPES), help="text model weights")
-    ap.add_argument("--frame", type=frame_size, default=(336, 308), help="video frame size WIDTHxHEIGHT")
+    ap.add_argument("--text-type", default=DEFAULT_TEXT_TYPE, choices=sorted(WEIGHT_TYPES), help="text model weights")
+    ap.add_argument("--frame", type=frame_size, default=DEFAULT_FRAME, help="video frame size WIDTHxHEIGHT")
     ap.add_argument("--repeats", type=int, default=3, help="rounds; each engine runs every stage once per round")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and media")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where the random GGUFs are cached")

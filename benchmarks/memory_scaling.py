@@ -219,6 +219,11 @@ def measure_decode_steps(s, model, steps: int, repeats: int) -> dict:
     run()
     timing = _timed_rates(repeats, steps, reset, run)
     s.rollback(mark)
+    return decode_steps_record(timing, steps)
+
+
+def decode_steps_record(timing: dict, steps: int) -> dict:
+    """A checkpoint's answer-token timing (text_speed's _timed_rates output), as both engines report it."""
     return {"decode_ms_per_token": 1e3 / statistics.median(timing["runs"]), "steps": steps,
             "others_cpu_share": timing["others_cpu_share"]}
 
@@ -393,8 +398,7 @@ def _run_llama_cpp(conn, cfg: dict) -> None:
         timing = _timed_rates(cfg["repeats"], steps, lambda: engine.reset(n_tokens), decode)
         conn.send(("checkpoint", {"minute": minute, "n_tokens": n_tokens, "kv_bytes": n_tokens * per_token,
                                   "kv_bytes_allocated": engine.L.llama_n_ctx(engine.ctx) * per_token, **_rss(),
-                                  "decode_steps": {"decode_ms_per_token": 1e3 / statistics.median(timing["runs"]),
-                                                   "steps": steps, "others_cpu_share": timing["others_cpu_share"]}}))
+                                  "decode_steps": decode_steps_record(timing, steps)}))
         engine.reset(n_tokens)
 
 

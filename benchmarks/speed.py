@@ -229,15 +229,16 @@ def measure(args: argparse.Namespace) -> dict:
         found["bandwidth_gbs_runs"] = [read_bandwidth_gbs(args.threads)]
     if "text" in args.parts:
         types = [t.strip() for t in args.types.split(",") if t.strip()]
-        cfg = text_speed.text_config(args.threads, 512, 16 if args.quick else 128, args.repeats, args.seed)
+        decode = text_speed.QUICK_DECODE if args.quick else text_speed.DEFAULT_DECODE
+        cfg = text_speed.text_config(args.threads, text_speed.DEFAULT_PROMPT, decode, args.repeats, args.seed)
         results, weight_bytes, extra_bufts = text_speed.measure(types, cfg, args.workdir)
         found["text"] = {"config": cfg, "results": results, "decode_weight_bytes": weight_bytes,
                          "extra_bufts": extra_bufts}
     if "stream" in args.parts:
         found["stream"] = measure_stream(args)
     if "ingest" in args.parts:
-        cfg = ingest_speed.ingest_config(args.threads, "q8_0", (336, 308), args.repeats, args.seed, args.quick,
-                                         args.workdir)
+        cfg = ingest_speed.ingest_config(args.threads, ingest_speed.DEFAULT_TEXT_TYPE, ingest_speed.DEFAULT_FRAME,
+                                         args.repeats, args.seed, args.quick, args.workdir)
         found["ingest"] = ingest_speed.measure(cfg)
     if "bandwidth" in args.parts:
         # again at the end: this machine's speed drifts over minutes, and the ceiling is the faster reading

@@ -39,6 +39,9 @@ import numpy as np
 
 from .random_gguf import QWEN25_OMNI_3B, WEIGHT_TYPES, cached_text_gguf, decode_weight_bytes
 
+DEFAULT_PROMPT = 512       # prefill batch length (tokens)
+DEFAULT_DECODE = 128       # timed single-token decode steps
+QUICK_DECODE = 16
 DEFAULT_WORKDIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnimem-cpp" / "benchmarks"
 
 SHORT_PROMPT = 8      # context already present when decode steps are timed
@@ -415,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--types", default="f16,q8_0,q4_0", help=f"comma-separated, from {','.join(WEIGHT_TYPES)}")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt", type=int, default=512, help="prefill batch length (tokens)")
-    ap.add_argument("--decode", type=int, default=128, help="timed single-token decode steps")
+    ap.add_argument("--prompt", type=int, default=DEFAULT_PROMPT, help="prefill batch length (tokens)")
+    ap.add_argument("--decode", type=int, default=DEFAULT_DECODE, help="timed single-token decode steps")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and token ids")
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="where the random GGUFs are cached")
@@ -424,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 16 decode steps")
     args = ap.parse_args(argv)
     if args.quick:
-        args.repeats, args.decode = 1, 16
+        args.repeats, args.decode = 1, QUICK_DECODE
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     unknown = [t for t in types if t not in WEIGHT_TYPES]
     if unknown:

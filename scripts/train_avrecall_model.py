@@ -192,8 +192,7 @@ def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, n_streams: i
             cfg = Phase(1, 12, 12, 24.0).stream_config(TRAIN_SEED_BASE - 20_000 - k)
             with model.stream() as s:
                 layout = StreamLayout(s).encode(AVRecallStream(cfg))
-            is_video = np.zeros(len(layout["embeddings"]), bool)
-            is_video[video_rows(layout)] = True
+            is_video = is_video_row(layout)
             visual.append(layout["embeddings"][is_video])
             audio.append(layout["embeddings"][~is_video])
     thinker = tiny_models.load_thinker(hf_dir)
@@ -282,6 +281,13 @@ def video_rows(layout: dict) -> np.ndarray:
                                                      for first, _, grid in layout["videos"]])
 
 
+def is_video_row(layout: dict) -> np.ndarray:
+    """A boolean per row of the layout: True on its video rows."""
+    mask = np.zeros(len(layout["positions"]), bool)
+    mask[video_rows(layout)] = True
+    return mask
+
+
 class Sequence:
     """One training example: a stream's layout (stretched in time at random) and its questions, as the
     language model's input embeddings, positions and answer targets."""
@@ -325,8 +331,7 @@ class Sequence:
         extra = rng.uniform(0, MAX_STRETCH_SECONDS) * POSITIONS_PER_SECOND
         cuts = rng.dirichlet(np.full(n_chunks, 0.3)) * extra
         shift = np.floor(np.cumsum(cuts)).astype(np.int64)[layout["chunk"]]
-        audio = np.ones(len(positions), bool)
-        audio[video_rows(layout)] = False
+        audio = ~is_video_row(layout)
         positions[:, 0] += shift
         positions[audio, 1] += shift[audio]
         positions[audio, 2] += shift[audio]
@@ -348,8 +353,7 @@ class TrainingStreams:
         with self.model.stream() as s:
             data = StreamLayout(s, native_video=not (self.train_vision or audio_only)).encode(av)
         if audio_only:
-            keep = np.ones(len(data["embeddings"]), bool)
-            keep[video_rows(data)] = False
+            keep = ~is_video_row(data)
             data.update(embeddings=data["embeddings"][keep], positions=data["positions"][keep],
                         chunk=data["chunk"][keep], videos=[])
         by_kind = {}

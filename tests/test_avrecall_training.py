@@ -48,8 +48,7 @@ def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
             cfg = trainer.Phase(1, 12, 12, 24.0).stream_config(12345)
             with model.stream() as s:
                 layout = trainer.StreamLayout(s).encode(trainer.AVRecallStream(cfg))
-            is_video = np.zeros(len(layout["embeddings"]), bool)
-            is_video[trainer.video_rows(layout)] = True
+            is_video = trainer.is_video_row(layout)
             audio, video = layout["embeddings"][~is_video], layout["embeddings"][is_video]
             assert 0.8 < audio.std(0).mean() < 1.25 and np.abs(audio.mean(0)).mean() < 0.1
             assert 0.3 < video.std(0).mean() < 2.0
@@ -120,8 +119,7 @@ def test_an_audio_only_phase_hears_without_seeing_and_asks_every_sound_question(
         full = trainer.TrainingStreams(model, 0, trainer.Phase(5, 12, 12, 24.0), train_vision=False)(3)
     assert data["videos"] == [] and len(data["embeddings"]) == len(data["positions"]) == len(data["chunk"])
     assert (data["positions"][:, 0] == data["positions"][:, 1]).all()
-    is_audio = np.ones(len(full["embeddings"]), bool)
-    is_audio[trainer.video_rows(full)] = False
+    is_audio = ~trainer.is_video_row(full)
     np.testing.assert_array_equal(data["embeddings"], full["embeddings"][is_audio])
     cfg = trainer.train_stream_config(0, phase, 3)
     expected = [(q.text, q.answer) for q in all_questions(cfg, AVRecallStream(cfg).timeline) if q.kind == "sound_played"]

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from train_avrecall_model import StreamLayout, is_video_row  # noqa: E402
+from train_avrecall_model import StreamLayout  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream  # noqa: E402
@@ -58,7 +58,7 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
             layout = StreamLayout(s).encode(av)
         grid_rows, grid_cols = cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS
         slots, audio = [], []
-        is_video = is_video_row(layout)
+        is_video = layout["is_video"]
         for first, _, grid in layout["videos"]:
             t = grid[0]
             block = layout["embeddings"][first:first + t * grid_rows * grid_cols]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
@@ -100,8 +101,7 @@ class Phase:
         if audio_only and any(k not in KINDS["audio"] for k in kinds):
             raise argparse.ArgumentTypeError(f"{text!r}: an audio-only phase asks only {', '.join(KINDS['audio'])}")
         # questions about what cannot be seen make no sense: an audio-only phase asks the sound kinds
-        phase = dataclasses.replace(phase, audio_only=audio_only, kinds=kinds or (KINDS["audio"] if audio_only else ()))
-        return phase
+        return dataclasses.replace(phase, audio_only=audio_only, kinds=kinds or (KINDS["audio"] if audio_only else ()))
 
     def __str__(self) -> str:
         return (f"{self.steps}:{self.shortest}-{self.longest}@{self.events_per_minute:g}"
@@ -121,9 +121,15 @@ class Phase:
                               cross_modal_gap=min(2.0, gap / 2), n_questions=0)
 
 
-# short streams dense with events first, where the evidence sits among few tokens; then longer, sparser ones
-# (docs/avrecall.md: the first phase has not yet taught the model to find sounds; what was learned)
-PHASES = (Phase(2400, 6, 12, 24.0), Phase(1200, 12, 32, 12.0))
+# how much larger than unit-variance the frozen audio tower's convolution weights are drawn (build_checkpoint)
+AUDIO_CONV_GAIN = 4.0
+
+# the video rows' offset from the standardised towers' outputs, in units of a row's norm (standardise_towers)
+MODALITY_MARKER = 0.5
+
+# short streams dense with events: first finding a sound among the video rows, asked alone; then every kind
+# (docs/avrecall.md, "what the training runs taught")
+PHASES = (Phase(4000, 6, 12, 24.0, kinds=("sound_played",)), Phase(2000, 6, 12, 24.0))
 
 
 def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallConfig:
@@ -173,16 +179,25 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int) -> pathlib.Path:
                     p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=gen))
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(math.prod(p.shape[1:])))
+        # the audio tower adds fixed sinusoidal positions to its convolutions' output: at unit gain those,
+        # not the sound, carry most of each output row (docs/avrecall.md, "The model")
+        model.audio_tower.conv1.weight.mul_(AUDIO_CONV_GAIN)
+        model.audio_tower.conv2.weight.mul_(AUDIO_CONV_GAIN)
     save_thinker(model, out_dir)
     return out_dir
 
 
-def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, n_streams: int = 8) -> dict:
-    """Centres and scales what each frozen tower passes on, folded into its last projection: random towers
-    give outputs that share one large direction (mean cosine 0.87 between audio tokens), which leaves what
-    tells sounds apart a small part of every row, and the language model did not learn to find sounds on
-    them. Measured on the runtime's own encodings of a few streams (not the training ones); returns the
-    scales divided out."""
+def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, marker: float, n_streams: int = 8) -> dict:
+    """Centres and scales what each frozen tower passes on, then moves the video rows off centre, all folded
+    into the towers' last projections.
+
+    Random towers give outputs that share one large direction (mean cosine 0.87 between audio tokens),
+    which leaves what tells sounds apart a small part of every row, and the language model did not learn
+    to find sounds on them. Centred outputs lose what tells an audio row from a video row, though, and a
+    question about a sound then spreads its attention over the far more numerous video rows. So the video
+    rows get a fixed offset along a random direction, ``marker`` times the rows' own norm; the audio rows
+    stay centred. Measured on the runtime's own encodings of a few streams (not the training ones);
+    returns the scales divided out."""
     scratch.mkdir(parents=True, exist_ok=True)
     text, projector = scratch / "text.gguf", scratch / "mmproj.gguf"
     convert_checkpoint(hf_dir, text, "f32", mmproj=projector, mmproj_outtype="f32", progress=False)
@@ -192,17 +207,20 @@ def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, n_streams: i
             cfg = Phase(1, 12, 12, 24.0).stream_config(TRAIN_SEED_BASE - 20_000 - k)
             with model.stream() as s:
                 layout = StreamLayout(s).encode(AVRecallStream(cfg))
-            is_video = is_video_row(layout)
+            is_video = layout["is_video"]
             visual.append(layout["embeddings"][is_video])
             audio.append(layout["embeddings"][~is_video])
     thinker = tiny_models.load_thinker(hf_dir)
+    n_embd = TEXT["hidden_size"]
+    direction = torch.nn.functional.normalize(torch.randn(n_embd, generator=torch.Generator().manual_seed(0)), dim=0)
     scales = {}
     with torch.no_grad():
-        for name, layer, rows in (("visual", thinker.visual.merger.mlp[2], np.concatenate(visual)),
-                                  ("audio", thinker.audio_tower.proj, np.concatenate(audio))):
+        for name, layer, rows, offset in (
+                ("visual", thinker.visual.merger.mlp[2], np.concatenate(visual), marker * math.sqrt(n_embd) * direction),
+                ("audio", thinker.audio_tower.proj, np.concatenate(audio), 0.0)):
             scale = float(rows.std(0).mean())
             layer.weight.div_(scale)
-            layer.bias.sub_(torch.from_numpy(rows.mean(0))).div_(scale)
+            layer.bias.sub_(torch.from_numpy(rows.mean(0))).div_(scale).add_(offset)
             scales[name] = scale
     save_thinker(thinker, hf_dir)
     return scales
@@ -231,11 +249,11 @@ class StreamLayout:
         self.stream, self.native_video = stream, native_video
 
     def encode(self, av: AVRecallStream) -> dict:
-        """The layout's embeddings, positions and chunk of each row, and its video blocks as (first row,
-        patches, grid): the vision tower's input, for training it. Without ``native_video`` the video rows
-        are left zero (the trained tower fills them)."""
+        """The layout's embeddings, positions, chunk of each row and which rows are video, and its video
+        blocks as (first row, patches, grid): the vision tower's input, for training it. Without
+        ``native_video`` the video rows are left zero (the trained tower fills them)."""
         mel = om.media.LogMelStream()
-        frames, embeddings, positions, chunk_of, videos = [], [], [], [], []
+        frames, embeddings, positions, chunk_of, videos, is_video = [], [], [], [], [], []
         start = 1                                   # after the two opening tokens at position 0
         grids_done = audio_done = chunk = 0
 
@@ -253,12 +271,14 @@ class StreamLayout:
                 positions.extend((start + (grids_done + g) * POSITIONS_PER_SECOND, start + i, start + j)
                                  for g in range(t) for i in range(gh // 2) for j in range(gw // 2))
                 grids_done += t
+                is_video.extend([True] * (len(positions) - len(is_video)))
             n = min(200, mel.n_ready)
             if n > 0 and (final or n == 200):
                 audio = self.stream.encode_audio(mel.take(n))
                 embeddings.append(audio)
                 positions.extend((start + audio_done + k,) * 3 for k in range(len(audio)))
                 audio_done += len(audio)
+                is_video.extend([False] * len(audio))
             chunk_of.extend([chunk] * (len(positions) - len(chunk_of)))
             chunk += 1
 
@@ -271,7 +291,7 @@ class StreamLayout:
         while frames or mel.n_ready > 0:
             evaluate(True)
         return {"embeddings": np.concatenate(embeddings), "positions": np.asarray(positions, np.int32),
-                "chunk": np.asarray(chunk_of, np.int32), "videos": videos}
+                "chunk": np.asarray(chunk_of, np.int32), "is_video": np.asarray(is_video, bool), "videos": videos}
 
 
 def video_rows(layout: dict) -> np.ndarray:
@@ -279,13 +299,6 @@ def video_rows(layout: dict) -> np.ndarray:
     merge = VISION["spatial_merge_size"] ** 2
     return np.concatenate([np.zeros(0, np.int64)] + [first + np.arange(int(np.prod(grid)) // merge)
                                                      for first, _, grid in layout["videos"]])
-
-
-def is_video_row(layout: dict) -> np.ndarray:
-    """A boolean per row of the layout: True on its video rows."""
-    mask = np.zeros(len(layout["positions"]), bool)
-    mask[video_rows(layout)] = True
-    return mask
 
 
 class Sequence:
@@ -331,7 +344,7 @@ class Sequence:
         extra = rng.uniform(0, MAX_STRETCH_SECONDS) * POSITIONS_PER_SECOND
         cuts = rng.dirichlet(np.full(n_chunks, 0.3)) * extra
         shift = np.floor(np.cumsum(cuts)).astype(np.int64)[layout["chunk"]]
-        audio = ~is_video_row(layout)
+        audio = ~layout["is_video"]
         positions[:, 0] += shift
         positions[audio, 1] += shift[audio]
         positions[audio, 2] += shift[audio]
@@ -353,9 +366,8 @@ class TrainingStreams:
         with self.model.stream() as s:
             data = StreamLayout(s, native_video=not (self.train_vision or audio_only)).encode(av)
         if audio_only:
-            keep = ~is_video_row(data)
-            data.update(embeddings=data["embeddings"][keep], positions=data["positions"][keep],
-                        chunk=data["chunk"][keep], videos=[])
+            keep = ~data["is_video"]
+            data.update({k: data[k][keep] for k in ("embeddings", "positions", "chunk", "is_video")}, videos=[])
         by_kind = {}
         for q in all_questions(cfg, av.timeline):
             if not self.phase.kinds or q.kind in self.phase.kinds:
@@ -510,6 +522,9 @@ def main(argv=None) -> int:
                              "language model, about 3x the time per step (the audio tower stays frozen)")
     parser.add_argument("--lr", type=float, default=5e-4,
                         help="peak learning rate (default 5e-4; at 2e-3 retrieval was never learned)")
+    parser.add_argument("--modality-marker", type=float, default=MODALITY_MARKER,
+                        help="the video rows' offset after the towers are standardised, in units of a row's "
+                             f"norm (default {MODALITY_MARKER:g}; 0 leaves audio and video rows alike in distribution)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")
@@ -522,16 +537,18 @@ def main(argv=None) -> int:
     init_dir = work / f"init-{args.seed}"
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
-                  [f"--vision {args.vision}", f"--lr {args.lr}", f"--seed {args.seed}"]),
+                  [f"--vision {args.vision}", f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
+                   f"--seed {args.seed}"]),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
-              "seed": args.seed,
+              "seed": args.seed, "modality_marker": args.modality_marker,
               "text": TEXT, "vision": VISION, "audio": AUDIO}
     log = tqdm.write
 
     started = time.time()
     init_dir.mkdir(parents=True, exist_ok=True)
     build_checkpoint(init_dir, args.seed)
-    report["tower_output_scales"] = standardise_towers(init_dir, work / "standardise")
+    report["tower_output_scales"] = standardise_towers(init_dir, work / "standardise", args.modality_marker)
+    init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -541,9 +558,9 @@ def main(argv=None) -> int:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
         log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")
         for k, phase in enumerate(phases):
-            # named by the learning rate and every phase up to this one: a changed curriculum never resumes
-            # another's checkpoint
-            phase_dir = work / (f"trained-{args.seed}-{args.vision}-lr{args.lr:g}-" + "+".join(
+            # named by the initial weights, the learning rate and every phase up to this one: a changed
+            # start or curriculum never resumes another's checkpoint
+            phase_dir = work / (f"trained-{init_digest}-{args.vision}-lr{args.lr:g}-" + "+".join(
                 p.dir_name() for p in phases[:k + 1]))
             done = phase_dir / "curve.json"
             if not done.exists():

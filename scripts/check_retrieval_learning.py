@@ -50,9 +50,11 @@ class SyntheticSounds:
             rows[slot * SOUND_ROWS:(slot + 1) * SOUND_ROWS] = self.vectors[symbol]
         t = np.arange(1, self.rows + 1)
         return {"embeddings": rows.astype(np.float32), "positions": np.repeat(t[:, None], 3, axis=1).astype(np.int32),
-                "chunk": (np.arange(self.rows) // (2 * recipe.POSITIONS_PER_SECOND)).astype(np.int32), "videos": [],
+                "chunk": (np.arange(self.rows) // (2 * recipe.POSITIONS_PER_SECOND)).astype(np.int32),
+                "is_video": np.zeros(self.rows, bool), "videos": [],
                 "questions": {"sound_played": [(f"Did the {s} sound play?", "yes" if s in present else "no")
-                                               for s in self.symbols]}}
+                                               for s in self.symbols]},
+                "per_kind": len(self.symbols)}
 
 
 def main(argv=None) -> int:

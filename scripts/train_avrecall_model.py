@@ -297,8 +297,7 @@ class StreamLayout:
 def video_rows(layout: dict) -> np.ndarray:
     """Indices of a layout's video rows, block after block in the vision tower's output order."""
     merge = VISION["spatial_merge_size"] ** 2
-    return np.concatenate([np.zeros(0, np.int64)] + [first + np.arange(int(np.prod(grid)) // merge)
-                                                     for first, _, grid in layout["videos"]])
+    return np.concatenate([first + np.arange(int(np.prod(grid)) // merge) for first, _, grid in layout["videos"]])
 
 
 class Sequence:

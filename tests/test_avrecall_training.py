@@ -147,3 +147,19 @@ def test_stretching_moves_chunks_apart_in_time_only(trainer):
         np.testing.assert_array_equal(shift[~is_video, 2], shift[~is_video, 0])
         per_chunk = [np.unique(shift[layout["chunk"] == c, 0]) for c in range(2)]
         assert all(len(u) == 1 for u in per_chunk) and 0 <= per_chunk[0][0] <= per_chunk[1][0]
+
+
+def test_the_retrieval_check_feeds_the_real_loop(trainer, capsys):
+    """scripts/check_retrieval_learning.py: its stand-in streams say "yes" for exactly the symbols whose
+    vector fills a second of rows, and they go through the training loop as a real layout does."""
+    import check_retrieval_learning as check
+
+    sounds = check.SyntheticSounds(rows=150, seed=0)
+    for step in range(5):
+        data = sounds(step)
+        for question, answer in data["questions"]["sound_played"]:
+            vector = sounds.vectors[question.split()[2]].astype(np.float32)
+            n_rows = int((data["embeddings"] == vector).all(1).sum())
+            assert n_rows == (check.SOUND_ROWS if answer == "yes" else 0), (step, question)
+    assert check.main(["--steps", "2"]) == 0
+    assert "accuracy over the last 100 steps" in capsys.readouterr().out

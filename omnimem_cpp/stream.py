@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["Stream", "POLICIES", "KV_TYPES"]
 
 KV_TYPES = {"f16": 0, "f32": 1}
+# one row of Stream.layer_rows, laid out as the header's om_row_info
+ROW_DTYPE = np.dtype([("token", np.int32), ("pos", np.int32, (3,)), ("modality", np.int32)])
 
 
 class Stream(NativeHandle):
@@ -359,17 +361,28 @@ class Stream(NativeHandle):
         with self._lock:
             check(lib.om_stream_rollback(self.handle, n_tokens))
 
-    def layer_tokens(self, layer: int) -> np.ndarray:
-        """The tokens decoder layer ``layer`` keeps in memory, as their indices in the stream (0 is the first
-        token fed), ascending — after compactions, each layer keeps its own subset."""
+    def layer_rows(self, layer: int) -> np.ndarray:
+        """The rows decoder layer ``layer`` keeps in memory, ascending by token — after compactions, each layer
+        keeps its own subset. A structured array with fields ``token`` (the index in the stream, 0 for the
+        first token fed), ``pos`` (the M-RoPE position ``[t, h, w]``; media time is ``t`` at 25 per second)
+        and ``modality`` (0 text, 1 visual, 2 audio)::
+
+            rows = s.layer_rows(0)
+            audio_seconds = rows["pos"][rows["modality"] == 2, 0] / 25
+        """
         n = ffi.new("int32_t *")
         with self._lock:
-            status = lib.om_stream_get_layer_tokens(self.handle, layer, ffi.NULL, 0, n)
+            status = lib.om_stream_get_layer_rows(self.handle, layer, ffi.NULL, 0, n)
             if status != lib.OM_STATUS_BUFFER_TOO_SMALL:
                 check(status)
-            out = np.empty(n[0], dtype=np.int32)
-            check(lib.om_stream_get_layer_tokens(self.handle, layer, ffi.from_buffer("int32_t[]", out), out.size, n))
+            out = np.zeros(n[0], dtype=ROW_DTYPE)
+            check(lib.om_stream_get_layer_rows(self.handle, layer, ffi.cast("om_row_info *", ffi.from_buffer(out)),
+                                               out.size, n))
         return out
+
+    def layer_tokens(self, layer: int) -> np.ndarray:
+        """The tokens decoder layer ``layer`` keeps in memory, as their indices in the stream, ascending."""
+        return self.layer_rows(layer)["token"].copy()
 
     def stats(self) -> StreamStats:
         """What the memory holds now — rows per layer and modality, K/V bytes — and what bounding it cost:

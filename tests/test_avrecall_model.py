@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, normalise_answer
 from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
-                                        run_benchmark, summarise)
+                                        run_benchmark, sound_rows, summarise)
+from omnimem_cpp.stream import ROW_DTYPE
 
 # a benchmark seed (training used others), one minute long; its questions and their answers follow from the
 # generator, which tests/test_avrecall_data.py checks against the event list
@@ -76,14 +78,17 @@ def test_normalise_answer(reply, word):
 
 
 def test_summary_rows_count_right_answers():
-    results = [StreamResult("omnimem", 64, 1.0, 0, 1000, [("audio", "sound_played", "yes", "yes"),
-                                                           ("visual", "appear_colour", "red", "blue")]),
-               StreamResult("omnimem", 64, 1.0, 1, 3000, [("audio", "sound_count", "2", "2")])]
+    results = [StreamResult("omnimem", 64, 1.0, 0, 1000, answers=[("audio", "sound_played", "yes", "yes"),
+                                                                   ("visual", "appear_colour", "red", "blue")],
+                            sound_rows_kept=0.5, audio_rows_kept=0.25),
+               StreamResult("omnimem", 64, 1.0, 1, 3000, answers=[("audio", "sound_count", "2", "2")],
+                            audio_rows_kept=0.75)]               # a stream without sounds: no share of them
     rows = {r["question_type"]: r for r in summarise(results)}
     assert rows["all"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4) and rows["all"]["n"] == 3
     assert rows["audio"]["accuracy"] == 1.0 and rows["visual"]["accuracy"] == 0.0
     assert rows["all"]["kv_bytes"] == 2000 and set(rows) == {"all", "audio", "visual", "sound_played",
                                                              "appear_colour", "sound_count"}
+    assert all(r["sound_rows_kept"] == 0.5 and r["audio_rows_kept"] == 0.5 for r in rows.values())
 
 
 def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tokens():
@@ -122,4 +127,27 @@ def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
         if key[1] is not None:
             # the budget, plus the last chunk (a block's closing flush is not compacted) and a few text rows
             assert r["kv_bytes"] <= (32 + 2 * (132 + 25) + 8) * row_bytes
+            # at most the budget and the last chunk's 50 audio rows, of the 750 of 30 s
+            assert r["audio_rows_kept"] <= (32 + 50) / 750
+        else:
+            assert r["sound_rows_kept"] == r["audio_rows_kept"] == 1.0
     assert json.loads(json.dumps({"results": rows}))["results"] == rows
+
+
+def test_sound_rows_are_the_audio_rows_inside_each_sound():
+    """Audio row k of a block covers seconds [k/25, (k+1)/25) from the block's first audio position; the rows
+    inside a sound are those of its whole seconds, whatever rows lie between them."""
+    av = AVRecallStream(AVRecallConfig(seconds=60.0, seed=0, n_questions=0))
+    sounds = [e for e in av.timeline.events if e.kind == "sound"]
+    assert sounds and all(e.duration == 1.0 for e in sounds)
+    n_audio, start = 60 * 25, 7
+    rows = np.zeros(3 * n_audio, dtype=ROW_DTYPE)
+    rows["token"] = np.arange(len(rows))
+    rows["modality"][1::3] = 2                                 # audio rows between visual and text ones
+    rows["modality"][0::3] = 1
+    rows["pos"][1::3, 0] = start + np.arange(n_audio)
+    rows["pos"][0::3, 0] = start + 999                         # other rows' positions do not matter
+    audio, inside = sound_rows(rows, av.timeline)
+    np.testing.assert_array_equal(audio, rows["token"][1::3])
+    expected = [3 * k + 1 for e in sounds for k in range(int(e.time) * 25, int(e.time) * 25 + 25)]
+    np.testing.assert_array_equal(np.sort(inside), expected)

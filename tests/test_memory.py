@@ -239,6 +239,10 @@ def test_compaction_is_a_gather_of_the_kept_rows(model, tiny_reference):
         kept = s.layer_tokens(0)
         assert s.stats().compactions == 1 and len(kept) == 6 + 24
         assert all(np.array_equal(s.layer_tokens(il), kept) for il in range(2))
+        rows = s.layer_rows(1)          # each kept row says where and what it was, as it was fed
+        np.testing.assert_array_equal(rows["token"], kept)
+        np.testing.assert_array_equal(rows["pos"], pos[kept])
+        np.testing.assert_array_equal(rows["modality"], mods[kept])
         s.feed_embeddings(embd[start:], pos[start:], mods[start:])
         ours = s.logits()
 

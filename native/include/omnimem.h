@@ -306,10 +306,17 @@ typedef struct om_stream_stats {
 OM_API om_status om_stream_get_stats(const om_stream * stream, om_stream_stats * out_stats);
 OM_API om_status om_stream_get_layer_stats(const om_stream * stream, int32_t layer, om_layer_stats * out_stats);
 
-// The tokens layer `layer` keeps, as their indices in the stream (0 = the first token fed), ascending. If
-// capacity is too small, returns OM_STATUS_BUFFER_TOO_SMALL with *n_out set and nothing written.
-OM_API om_status om_stream_get_layer_tokens(const om_stream * stream, int32_t layer, int32_t * out_tokens,
-                                            int32_t capacity, int32_t * n_out);
+// One row a decoder layer keeps: which token it is, and where and what it was in the stream.
+typedef struct om_row_info {
+    int32_t token;      // index of the token in the stream (0 = the first token fed)
+    int32_t pos[3];     // the M-RoPE position (t, h, w) its key was rotated with
+    int32_t modality;   // om_modality
+} om_row_info;
+
+// The rows layer `layer` keeps, ascending by token. If capacity is too small, returns
+// OM_STATUS_BUFFER_TOO_SMALL with *n_out set and nothing written.
+OM_API om_status om_stream_get_layer_rows(const om_stream * stream, int32_t layer, om_row_info * out_rows,
+                                          int32_t capacity, int32_t * n_out);
 
 // The parameters the stream was created with (memory.budget is NULL: see om_stream_get_layer_stats).
 OM_API om_status om_stream_get_params(const om_stream * stream, om_stream_params * out_params);

@@ -18,10 +18,11 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import numpy as np
 from tqdm import tqdm
 
 from ..errors import InvalidArgumentError
-from ..memory import POLICIES
+from ..memory import MODALITIES, POLICIES
 from .config import QUESTION_FAMILIES, AVRecallConfig
 from .questions import KINDS, normalise_answer
 from .render import AVRecallStream
@@ -30,6 +31,7 @@ DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 MODEL = DATA / "avrecall-text.gguf"
 PROJECTOR = DATA / "avrecall-mmproj.gguf"
 ALL = "all"
+MODALITY_AUDIO = MODALITIES["audio"]
 
 
 @dataclass
@@ -65,10 +67,33 @@ class StreamResult:
     minutes: float
     seed: int
     kv_bytes: int
+    sound_rows_kept: Optional[float] = None          # of the audio rows inside a sound, mean over layers
+    audio_rows_kept: Optional[float] = None          # of all audio rows, mean over layers
     answers: list = field(default_factory=list)      # (family, kind, truth, answer)
 
 
 MIN_QUESTIONS = 9       # three per family
+AUDIO_ROWS_PER_SECOND = 25      # the audio tower's rate, which is also the M-RoPE temporal rate
+
+
+def sound_rows(rows: np.ndarray, timeline) -> tuple:
+    """The tokens of the audio rows among ``rows`` (:meth:`Stream.layer_rows` of a memory that keeps every
+    row), and those of them that lie inside a sound event."""
+    audio = rows[rows["modality"] == MODALITY_AUDIO]
+    seconds = (audio["pos"][:, 0] - audio["pos"][:, 0].min()) / AUDIO_ROWS_PER_SECOND
+    inside = np.zeros(len(audio), bool)
+    for e in timeline.events:
+        if e.kind == "sound":
+            inside |= (seconds >= e.time) & (seconds < e.time + e.duration)
+    return audio["token"], audio["token"][inside]
+
+
+def share_kept(stream, tokens: np.ndarray) -> Optional[float]:
+    """The share of ``tokens`` the stream's memory keeps, mean over its layers (None for no tokens)."""
+    if len(tokens) == 0:
+        return None
+    n_layer = stream.model.info.n_layer
+    return float(np.mean([np.isin(tokens, stream.layer_tokens(il)).mean() for il in range(n_layer)]))
 
 
 def stream_configs(minutes: float, n: int, questions: int) -> list:
@@ -103,10 +128,13 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
         for chunk in tqdm(av, total=len(av), unit="chunk", desc=label, disable=not progress, leave=False):
             for s in streams.values():
                 s.feed(chunk)
+        for s in streams.values():
+            s.close_media()
+        audio, sounds = sound_rows(streams[("full", None)].layer_rows(0), av.timeline)
         results = []
         for (policy, budget), s in streams.items():
-            s.close_media()
-            result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes)
+            result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes,
+                                  sound_rows_kept=share_kept(s, sounds), audio_rows_kept=share_kept(s, audio))
             for q in av.questions:
                 answer = normalise_answer(s.ask(q.text, max_tokens=4))
                 result.answers.append((q.family, q.kind, q.answer, answer))
@@ -117,9 +145,16 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
             s.close()
 
 
+def _mean(values) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return round(float(np.mean(known)), 4) if known else None
+
+
 def summarise(results: list) -> list:
-    """Accuracy rows ``{policy, budget, minutes, question_type, accuracy, kv_bytes, n}``: per family, per kind
-    and ``"all"``, over every stream of a cell; kv_bytes is the mean over those streams."""
+    """Accuracy rows ``{policy, budget, minutes, question_type, accuracy, kv_bytes, n, sound_rows_kept,
+    audio_rows_kept}``: per family, per kind and ``"all"``, over every stream of a cell. kv_bytes and the
+    shares of the sounds' audio rows and of all audio rows that the memory kept at the end are the cell's,
+    means over its streams."""
     groups: dict = {}
     for r in results:
         groups.setdefault((r.policy, r.budget, r.minutes), []).append(r)
@@ -127,13 +162,15 @@ def summarise(results: list) -> list:
     for (policy, budget, minutes), rs in sorted(groups.items(), key=lambda g: (g[0][2], g[0][0], g[0][1] or 0)):
         answers = [a for r in rs for a in r.answers]
         kv_bytes = int(round(sum(r.kv_bytes for r in rs) / len(rs)))
+        kept = dict(sound_rows_kept=_mean(r.sound_rows_kept for r in rs),
+                    audio_rows_kept=_mean(r.audio_rows_kept for r in rs))
         types = [ALL] + [f for f in QUESTION_FAMILIES] + [k for f in QUESTION_FAMILIES for k in KINDS[f]]
         for t in types:
             picked = [a for a in answers if t in (ALL, a[0], a[1])]
             if picked:
                 rows.append(dict(policy=policy, budget=budget, minutes=minutes, question_type=t,
                                  accuracy=round(sum(a[2] == a[3] for a in picked) / len(picked), 4),
-                                 kv_bytes=kv_bytes, n=len(picked)))
+                                 kv_bytes=kv_bytes, n=len(picked), **kept))
     return rows
 
 
@@ -214,13 +251,16 @@ def format_table(rows: list, question_types: tuple = (ALL,) + QUESTION_FAMILIES)
     index = {(r["minutes"], r["policy"], r["budget"], r["question_type"]): r for r in rows}
     cells = sorted({(r["minutes"], r["policy"], r["budget"]) for r in rows},
                    key=lambda c: (c[0], c[2] is not None, c[2] or 0, c[1]))
-    lines = ["| minutes | policy @ budget | " + " | ".join(question_types) + " | K/V |",
-             "|---|---|" + "---|" * len(question_types) + "---|"]
+    lines = ["| minutes | policy @ budget | " + " | ".join(question_types) + " | K/V | sound rows kept (all audio) |",
+             "|---|---|" + "---|" * len(question_types) + "---|---|"]
     for minutes, policy, budget in cells:
         got = [index.get((minutes, policy, budget, t)) for t in question_types]
         first = next(r for r in got if r)
         accs = [f"{r['accuracy']:.0%}" if r else "–" for r in got]
-        lines.append(f"| {minutes:g} | {_cell(first)} | " + " | ".join(accs) + f" | {first['kv_bytes'] / 1024:,.0f} KiB |")
+        kept = ("–" if first.get("sound_rows_kept") is None else
+                f"{first['sound_rows_kept']:.0%} ({first['audio_rows_kept']:.0%})")
+        lines.append(f"| {minutes:g} | {_cell(first)} | " + " | ".join(accs) +
+                     f" | {first['kv_bytes'] / 1024:,.0f} KiB | {kept} |")
     return "\n".join(lines)
 
 

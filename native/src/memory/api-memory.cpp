@@ -28,20 +28,20 @@ om_status om_stream_get_layer_stats(const om_stream * stream, int32_t layer, om_
     });
 }
 
-om_status om_stream_get_layer_tokens(const om_stream * stream, int32_t layer, int32_t * out_tokens, int32_t capacity,
-                                     int32_t * n_out) {
+om_status om_stream_get_layer_rows(const om_stream * stream, int32_t layer, om_row_info * out_rows, int32_t capacity,
+                                   int32_t * n_out) {
     return guarded([&] {
         require(stream != nullptr && n_out != nullptr, "stream and n_out must not be NULL");
         const kv_cache & kv = stream->memory->kv();
         require(layer >= 0 && layer < kv.n_layer(), "layer is out of range");
         const std::vector<row_meta> & rows = kv.rows(layer);
         *n_out = int32_t(rows.size());
-        if (capacity < int32_t(rows.size()) || (out_tokens == nullptr && !rows.empty())) {
-            fail(OM_STATUS_BUFFER_TOO_SMALL, "layer %d keeps %zu tokens; the buffer holds %d", layer, rows.size(),
+        if (capacity < int32_t(rows.size()) || (out_rows == nullptr && !rows.empty())) {
+            fail(OM_STATUS_BUFFER_TOO_SMALL, "layer %d keeps %zu rows; the buffer holds %d", layer, rows.size(),
                  capacity);
         }
         for (size_t j = 0; j < rows.size(); ++j) {
-            out_tokens[j] = rows[j].seq;
+            out_rows[j] = {rows[j].seq, {rows[j].pos[0], rows[j].pos[1], rows[j].pos[2]}, int32_t(rows[j].mod)};
         }
     });
 }

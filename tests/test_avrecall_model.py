@@ -151,3 +151,4 @@ def test_sound_rows_are_the_audio_rows_inside_each_sound():
     np.testing.assert_array_equal(audio, rows["token"][1::3])
     expected = [3 * k + 1 for e in sounds for k in range(int(e.time) * 25, int(e.time) * 25 + 25)]
     np.testing.assert_array_equal(np.sort(inside), expected)
+    assert [len(t) for t in sound_rows(rows[rows["modality"] != 2], av.timeline)] == [0, 0]     # video alone

@@ -80,6 +80,8 @@ def sound_rows(rows: np.ndarray, timeline) -> tuple:
     """The tokens of the audio rows among ``rows`` (:meth:`Stream.layer_rows` of a memory that keeps every
     row), and those of them that lie inside a sound event."""
     audio = rows[rows["modality"] == MODALITY_AUDIO]
+    if len(audio) == 0:
+        return audio["token"], audio["token"]
     seconds = (audio["pos"][:, 0] - audio["pos"][:, 0].min()) / AUDIO_ROWS_PER_SECOND
     inside = np.zeros(len(audio), bool)
     for e in timeline.events:

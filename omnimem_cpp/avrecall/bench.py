@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import InvalidArgumentError
 from ..memory import MODALITIES, POLICIES
-from .config import QUESTION_FAMILIES, AVRecallConfig
+from .config import AUDIO_TOKENS_PER_SECOND, QUESTION_FAMILIES, AVRecallConfig
 from .questions import KINDS, normalise_answer
 from .render import AVRecallStream
 
@@ -73,7 +73,6 @@ class StreamResult:
 
 
 MIN_QUESTIONS = 9       # three per family
-AUDIO_ROWS_PER_SECOND = 25      # the audio tower's rate, which is also the M-RoPE temporal rate
 
 
 def sound_rows(rows: np.ndarray, timeline) -> tuple:
@@ -82,7 +81,8 @@ def sound_rows(rows: np.ndarray, timeline) -> tuple:
     audio = rows[rows["modality"] == MODALITY_AUDIO]
     if len(audio) == 0:
         return audio["token"], audio["token"]
-    seconds = (audio["pos"][:, 0] - audio["pos"][:, 0].min()) / AUDIO_ROWS_PER_SECOND
+    # the audio tower's 25 rows a second are also the M-RoPE temporal rate
+    seconds = (audio["pos"][:, 0] - audio["pos"][:, 0].min()) / AUDIO_TOKENS_PER_SECOND
     inside = np.zeros(len(audio), bool)
     for e in timeline.events:
         if e.kind == "sound":
@@ -90,12 +90,12 @@ def sound_rows(rows: np.ndarray, timeline) -> tuple:
     return audio["token"], audio["token"][inside]
 
 
-def share_kept(stream, tokens: np.ndarray) -> Optional[float]:
-    """The share of ``tokens`` the stream's memory keeps, mean over its layers (None for no tokens)."""
-    if len(tokens) == 0:
-        return None
-    n_layer = stream.model.info.n_layer
-    return float(np.mean([np.isin(tokens, stream.layer_tokens(il)).mean() for il in range(n_layer)]))
+def shares_kept(stream, *token_sets: np.ndarray) -> list:
+    """For each set of tokens, the share the stream's memory keeps, mean over its layers (None for an empty
+    set). Each layer's rows are read once for all the sets."""
+    kept = [stream.layer_tokens(il) for il in range(stream.model.info.n_layer)]
+    return [float(np.mean([np.isin(tokens, k).mean() for k in kept])) if len(tokens) else None
+            for tokens in token_sets]
 
 
 def stream_configs(minutes: float, n: int, questions: int) -> list:
@@ -135,8 +135,9 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
         audio, sounds = sound_rows(streams[("full", None)].layer_rows(0), av.timeline)
         results = []
         for (policy, budget), s in streams.items():
+            sounds_kept, audio_kept = shares_kept(s, sounds, audio)
             result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes,
-                                  sound_rows_kept=share_kept(s, sounds), audio_rows_kept=share_kept(s, audio))
+                                  sound_rows_kept=sounds_kept, audio_rows_kept=audio_kept)
             for q in av.questions:
                 answer = normalise_answer(s.ask(q.text, max_tokens=4))
                 result.answers.append((q.family, q.kind, q.answer, answer))

@@ -64,8 +64,13 @@ class Model(NativeHandle):
             such as ``"CUDA0"``.
         use_mmap: map the file instead of reading it; CPU weights are then used in place.
         use_repack: let the CPU backend repack quantized weights into its faster matmul layouts.
+        encoder_cache: encoder outputs kept per tower for reuse, keyed by their exact input (0: off). With
+            several streams of this model fed the same media — policies or budgets compared side by side,
+            several viewers of one camera — each chunk is then encoded once; 1 is enough when they are fed
+            in lockstep. A single stream gains nothing: consecutive chunks of real video never repeat.
 
-    A model is read-only: several streams may use it at once, each from its own thread.
+    A model is read-only (its encoder cache aside, which locks): several streams may use it at once, each
+    from its own thread.
     """
 
     def __init__(
@@ -77,10 +82,13 @@ class Model(NativeHandle):
         device: str = "auto",
         use_mmap: bool = True,
         use_repack: bool = True,
+        encoder_cache: int = 0,
     ) -> None:
         self.path = os.fspath(path)
         if n_threads is not None and n_threads < 1:
             raise InvalidArgumentError(f"n_threads must be at least 1, got {n_threads}")
+        if encoder_cache < 0:
+            raise InvalidArgumentError(f"encoder_cache must be 0 (off) or more entries, got {encoder_cache}")
         params = ffi.new("om_model_params *")
         lib.om_model_default_params(params)
         device_c = ffi.new("char[]", device.encode())
@@ -91,12 +99,18 @@ class Model(NativeHandle):
         params.n_threads = n_threads or 0
         params.use_mmap = use_mmap
         params.use_repack = use_repack
+        params.n_encoder_cache = encoder_cache
         out = ffi.new("om_model **")
         check(lib.om_model_load(self.path.encode(), params, out))
         self._handle = out[0]
         self._streams: "set[Stream]" = set()
         self._lock = threading.Lock()
         self.info = self._read_info()
+
+    @property
+    def encoder_cache_hits(self) -> int:
+        """Encoder calls of this model's streams answered from its encoder cache so far (see ``encoder_cache``)."""
+        return int(lib.om_model_encoder_cache_hits(self.handle))
 
     # --- lifetime ---------------------------------------------------------------------------------------
 

@@ -286,3 +286,37 @@ def test_a_media_file_written_with_pyav_streams_to_the_expected_tokens(model, tm
 def test_a_projector_of_another_width_is_refused(tiny_gguf, tiny_projector):
     with pytest.raises(om.ModelMismatchError, match="64|96"):
         om.Model(tiny_gguf("wide", "f32"), mmproj=tiny_projector)
+
+
+def test_streams_sharing_the_encoder_cache_match_streams_that_encode_for_themselves(model, tiny_gguf, tiny_projector):
+    """Two streams of a model with an encoder cache, fed the same chunks in lockstep: the second copies the
+    first's encoder outputs (one hit per tower per chunk), and both end with exactly the rows and logits of a
+    stream on a model without the cache. A third stream fed other media misses."""
+    frames, pcm = clip(6.0, 12)
+    other_frames, other_pcm = clip(2.0, 4, seed=1)
+    with om.Model(tiny_gguf("base", "f32"), mmproj=tiny_projector, n_threads=2, encoder_cache=1) as cached:
+        a, b = cached.stream(policy="omnimem", budget=64), cached.stream(policy="uniform", budget=64)
+        for c in range(3):
+            for s in (a, b):
+                s.feed(video=frames[4 * c:4 * c + 4], audio=pcm[32000 * c:32000 * (c + 1)])
+        for s in (a, b):
+            s.feed("<|im_end|>")
+        assert cached.encoder_cache_hits == 3 * 2      # three chunks, two towers, the second stream
+        with cached.stream() as stranger:
+            stranger.feed(video=other_frames, audio=other_pcm)
+            stranger.close_media()
+        assert cached.encoder_cache_hits == 3 * 2
+        got = [(s.layer_rows(0), s.logits()) for s in (a, b)]
+    for (policy, (rows, logits)) in zip(("omnimem", "uniform"), got):
+        with model.stream(policy=policy, budget=64) as s:
+            for c in range(3):
+                s.feed(video=frames[4 * c:4 * c + 4], audio=pcm[32000 * c:32000 * (c + 1)])
+            s.feed("<|im_end|>")
+            np.testing.assert_array_equal(rows, s.layer_rows(0))
+            np.testing.assert_array_equal(logits, s.logits())
+    assert model.encoder_cache_hits == 0
+
+
+def test_a_negative_encoder_cache_is_refused(tiny_gguf):
+    with pytest.raises(om.InvalidArgumentError, match="encoder_cache"):
+        om.Model(tiny_gguf("base", "f32"), encoder_cache=-1)

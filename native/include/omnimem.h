@@ -25,8 +25,8 @@
 //  - Every call that can fail returns an om_status; on failure om_last_error() holds a message for the
 //    calling thread that says what went wrong and, where possible, what to do. No C++ exception and no
 //    abort crosses this boundary for bad input.
-//  - A model is read-only after loading and may be shared by several streams; each stream may be used
-//    from its own thread. One stream must not be used from two threads at once.
+//  - A model is read-only after loading (its encoder cache aside, which locks) and may be shared by several
+//    streams; each stream may be used from its own thread. One stream must not be used from two threads at once.
 //  - Token ids are int32_t; logits are float32.
 
 #ifndef OMNIMEM_H
@@ -87,6 +87,9 @@ typedef struct om_model_params {
     int32_t      n_threads;  // CPU threads for compute; <= 0: all cores of this machine
     bool         use_mmap;   // map the file instead of reading it (CPU weights are then used in place)
     bool         use_repack; // let the CPU backend repack quantized weights into its faster layouts
+    int32_t      n_encoder_cache; // encoder outputs kept per tower for reuse, keyed by their exact input: with
+                                  // several streams of this model fed the same media, each chunk is then
+                                  // encoded once. 0 (default): off, every call runs the tower
 } om_model_params;
 
 OM_API void om_model_default_params(om_model_params * params);
@@ -124,6 +127,10 @@ typedef struct om_model_info {
 } om_model_info;
 
 OM_API om_status om_model_get_info(const om_model * model, om_model_info * out_info);
+
+// Encoder calls of all the model's streams answered from its encoder cache so far (om_model_params.
+// n_encoder_cache), both towers together; 0 for NULL.
+OM_API int64_t om_model_encoder_cache_hits(const om_model * model);
 
 //
 // Tokenizer (llama.cpp's vocabulary code over the GGUF's tokenizer.ggml.* keys)

@@ -78,6 +78,7 @@ void om_model_default_params(om_model_params * p) {
     p->n_threads  = 0;
     p->use_mmap   = true;
     p->use_repack = true;
+    p->n_encoder_cache = 0;
 }
 
 om_status om_model_load(const char * path, const om_model_params * params, om_model ** out_model) {
@@ -123,6 +124,10 @@ om_status om_model_get_info(const om_model * m, om_model_info * out) {
         out->audio_n_mel = audio != nullptr ? audio->n_mel : 0;
         out->has_vision_encoder = m->projector != nullptr && m->projector->vision != nullptr;
     });
+}
+
+int64_t om_model_encoder_cache_hits(const om_model * model) {
+    return model != nullptr ? model->vision_cache->hits() + model->audio_cache->hits() : 0;
 }
 
 om_status om_tokenize(const om_model * model, const char * text, int32_t text_len, bool parse_special,

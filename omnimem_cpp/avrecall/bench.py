@@ -183,7 +183,8 @@ def run_benchmark(settings: BenchSettings, progress: bool = True,
     from ..model import Model
 
     results = []
-    with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads) as model:
+    # the cells are fed in lockstep, so one cached output per tower lets each chunk be encoded once for all
+    with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads, encoder_cache=1) as model:
         jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
         for cfg in tqdm(jobs, unit="stream", desc="AV-Recall", disable=not progress):
             results += run_stream(model, cfg, settings, progress)

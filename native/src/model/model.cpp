@@ -161,6 +161,9 @@ om_model * load_model(const char * path, const om_model_params & params) {
     if (path == nullptr) {
         fail(OM_STATUS_INVALID_ARGUMENT, "model path is NULL");
     }
+    if (params.n_encoder_cache < 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "n_encoder_cache must be 0 (off) or more, got %d", params.n_encoder_cache);
+    }
 
     auto * m = new om_model();
     try {
@@ -195,6 +198,8 @@ om_model * load_model(const char * path, const om_model_params & params) {
         if (params.mmproj_path != nullptr) {
             m->projector = load_projector(params.mmproj_path, m->hparams.n_embd, m->device, params.use_mmap);
         }
+        m->vision_cache = std::make_unique<encoder_cache>(params.n_encoder_cache);
+        m->audio_cache = std::make_unique<encoder_cache>(params.n_encoder_cache);
         return m;
     } catch (...) {
         delete m;

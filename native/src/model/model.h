@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common.h"
+#include "model/encoder-cache.h"
 #include "model/projector.h"
 #include "model/weight-file.h"
 
@@ -70,6 +71,8 @@ struct om_model {
 
     std::unique_ptr<om::weight_file> file;
     std::unique_ptr<om::projector> projector;   // encoders, when an mmproj file was given
+    std::unique_ptr<om::encoder_cache> vision_cache;   // the towers' recent outputs (params.n_encoder_cache)
+    std::unique_ptr<om::encoder_cache> audio_cache;
 
     ggml_tensor * tok_embd    = nullptr;    // [n_embd, n_vocab]
     ggml_tensor * output_norm = nullptr;    // [n_embd]

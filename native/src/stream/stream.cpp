@@ -1,5 +1,6 @@
 #include "stream/stream.h"
 
+#include "media/image-preprocess.h"
 #include "model/qwen25-audio.h"
 #include "model/qwen25-vision.h"
 #include "model/qwen2vl.h"
@@ -236,6 +237,13 @@ int32_t om_stream::count_audio_tokens(int32_t n_mel, int32_t n_frames) const {
 void om_stream::encode_audio(const float * mel, int32_t n_frames, float * out) {
     using namespace om;
     const audio_tower & a = *model.projector->audio;
+    const std::vector<int32_t> shape = {a.n_mel, n_frames};
+    const size_t n_in = size_t(a.n_mel) * size_t(n_frames);
+    const size_t n_out_all = size_t(count_audio_tokens(a.n_mel, n_frames)) * size_t(a.n_out);
+    if (model.audio_cache->find(shape, mel, n_in, out, n_out_all)) {
+        return;
+    }
+    float * const out_all = out;
     const int32_t chunk = 2 * a.n_window;
     std::vector<float> part;
     for (int32_t f0 = 0; f0 < n_frames; f0 += chunk) {
@@ -257,6 +265,7 @@ void om_stream::encode_audio(const float * mel, int32_t n_frames, float * out) {
             [&] { ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out)); });
         out += size_t(n_out) * size_t(a.n_out);
     }
+    model.audio_cache->store(shape, mel, n_in, out_all, n_out_all);
 }
 
 int32_t om_stream::count_image_tokens(int32_t n_patches, const int32_t grid_thw[3]) const {
@@ -282,6 +291,12 @@ int32_t om_stream::count_image_tokens(int32_t n_patches, const int32_t grid_thw[
 void om_stream::encode_image(const float * patches, const int32_t grid_thw[3], float * out) {
     using namespace om;
     const vision_tower & v = *model.projector->vision;
+    const std::vector<int32_t> shape(grid_thw, grid_thw + 3);
+    const size_t n_in = size_t(grid_thw[0]) * size_t(grid_thw[1]) * size_t(grid_thw[2]) * k_vit_patch_dim;
+    const size_t n_out = size_t(count_image_tokens(int32_t(n_in / k_vit_patch_dim), grid_thw)) * size_t(v.n_out);
+    if (model.vision_cache->find(shape, patches, n_in, out, n_out)) {
+        return;
+    }
     const vision_layout layout = plan_vision_layout(v, grid_thw[0], grid_thw[1], grid_thw[2]);
     vision_graph g;
     compute(
@@ -290,6 +305,7 @@ void om_stream::encode_image(const float * patches, const int32_t grid_thw[3], f
             return [&] { set_vision_inputs(g, layout, patches); };
         },
         [&] { ggml_backend_tensor_get(g.out, out, 0, ggml_nbytes(g.out)); });
+    model.vision_cache->store(shape, patches, n_in, out, n_out);
 }
 
 void om_stream::rollback(int32_t n) {

@@ -214,13 +214,14 @@ def _numbers(kind):
 
 
 def _policy_list(text: str) -> tuple:
-    from .memory import POLICIES
+    from .avrecall.bench import parse_policy
 
     names = tuple(v for v in text.split(",") if v)
-    unknown = [v for v in names if v not in POLICIES or v == "full"]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown bounded policy {', '.join(unknown)}; choose from "
-                                         f"{', '.join(p for p in POLICIES if p != 'full')} (full always runs)")
+    for name in names:
+        try:
+            parse_policy(name)
+        except InvalidArgumentError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return names
 
 
@@ -354,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=_numbers(int), help="media rows per layer (default 128,256,512,1024)")
     p.add_argument("--policies", type=_policy_list,
                    help=f"bounded policies to compare, comma-separated, or \"\" for full alone (default: all of "
-                        f"{', '.join(p for p in POLICIES if p != 'full')})")
+                        f"{', '.join(p for p in POLICIES if p != 'full')}); a policy may carry settings, "
+                        "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, n_sink, seed, av_ratio)")
     p.add_argument("--seeds", type=int, help="streams per length (default 3)")
     p.add_argument("--questions", type=int, help="questions per stream (default 24)")
     p.add_argument("--model", help="text-model GGUF (default: the shipped AV-Recall model)")

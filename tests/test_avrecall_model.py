@@ -12,7 +12,7 @@ import pytest
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, normalise_answer
 from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
-                                        run_benchmark, sound_rows, summarise)
+                                        parse_policy, run_benchmark, sound_rows, summarise)
 from omnimem_cpp.stream import ROW_DTYPE
 
 # a benchmark seed (training used others), one minute long; its questions and their answers follow from the
@@ -132,6 +132,33 @@ def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
         else:
             assert r["sound_rows_kept"] == r["audio_rows_kept"] == 1.0
     assert json.loads(json.dumps({"results": rows}))["results"] == rows
+
+
+def test_a_policy_spec_carries_its_settings_into_the_stream():
+    """omnimem:lam=1:av_ratio=1:redundancy=hidden gives a stream whose memory has those settings: an even
+    audio/visual split of the budget (the default splits 1:5), λ = 1 and hidden-state redundancy vectors."""
+    from omnimem_cpp._native import ffi, lib
+    from omnimem_cpp.memory import AV_RATIO, REDUNDANCY
+
+    spec = parse_policy("omnimem:lam=1:av_ratio=1:redundancy=hidden")
+    assert (spec.name, spec.policy) == ("omnimem:lam=1:av_ratio=1:redundancy=hidden", "omnimem")
+    with om.Model(MODEL, mmproj=PROJECTOR) as model:
+        with spec.stream(model, 256) as s, parse_policy("omnimem").stream(model, 256) as plain:
+            assert s.stats().layers[0].budget == (128, 128)
+            audio = round(256 / (1 + AV_RATIO))
+            assert plain.stats().layers[0].budget == (audio, 256 - audio)
+            params = ffi.new("om_stream_params *")
+            lib.om_stream_get_params(s.handle, params)
+            assert params.memory.lam == 1.0 and params.memory.redundancy == REDUNDANCY["hidden"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("full", "unknown bounded policy"), ("omnimum", "unknown bounded policy"),
+    ("omnimem:lambda=1", "KEY=VALUE"), ("omnimem:lam", "KEY=VALUE"), ("omnimem:lam=high", "must be a float"),
+])
+def test_bad_policy_specs_are_refused_before_anything_runs(spec, message):
+    with pytest.raises(om.InvalidArgumentError, match=message):
+        BenchSettings(policies=("uniform", spec))
 
 
 def test_sound_rows_are_the_audio_rows_inside_each_sound():

@@ -61,6 +61,7 @@ def test_info_and_run_with_json(tmp_path, tiny_gguf):
     (("info", "missing.gguf"), "does not exist"),
     (("run", "missing.gguf", "--ask", "x"), "no such file"),
     (("convert", "no-such-dir", "-o", "x.gguf"), "no-such-dir"),
+    (("bench", "avrecall", "--policies", "uniform,omnimem:lam=x"), "lam in the policy"),
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     proc = omnimem(*args, cwd=tmp_path)

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InvalidArgumentError
-from ..memory import MODALITIES, POLICIES
+from ..memory import MODALITIES, POLICIES, Budget
 from .config import AUDIO_TOKENS_PER_SECOND, QUESTION_FAMILIES, AVRecallConfig
 from .questions import KINDS, normalise_answer
 from .render import AVRecallStream
@@ -39,8 +39,9 @@ class BenchSettings:
     """What one benchmark run covers.
 
     minutes: stream lengths; budgets: media rows kept per layer (tokens); policies: the bounded policies
-    (``full`` always runs once per stream as the ceiling); seeds: streams per length; questions: asked of
-    each stream (split over the families 30/40/30).
+    (``full`` always runs once per stream as the ceiling), each a name or a name with settings (see
+    :func:`parse_policy`); seeds: streams per length; questions: asked of each stream (split over the
+    families 30/40/30).
     """
 
     minutes: tuple = (1, 5, 20)
@@ -51,6 +52,10 @@ class BenchSettings:
     threads: Optional[int] = None
     model: pathlib.Path = MODEL
     mmproj: pathlib.Path = PROJECTOR
+
+    def __post_init__(self) -> None:
+        for spec in self.policies:
+            parse_policy(spec)          # a misspelt policy fails here, not after the first stream
 
     @classmethod
     def quick(cls, **overrides) -> "BenchSettings":
@@ -73,6 +78,48 @@ class StreamResult:
 
 
 MIN_QUESTIONS = 9       # three per family
+
+# settings a policy spec may give, with their types: the stream's (see Stream) and the budget's audio/visual split
+POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "av_ratio": float}
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A bounded policy with its settings, as a benchmark cell runs it: ``omnimem`` or, to try the policy's
+    knobs, ``omnimem:lam=1:av_ratio=1`` (settings from POLICY_SETTINGS). The spec as written names the
+    cell in the tables."""
+
+    name: str
+    policy: str
+    settings: tuple = ()          # (key, value) pairs
+
+    def stream(self, model, budget: int):
+        """A stream of ``model`` under this policy with ``budget`` media rows per layer."""
+        options = dict(self.settings)
+        av_ratio = options.pop("av_ratio", None)
+        return model.stream(policy=self.policy, budget=budget if av_ratio is None else
+                            Budget(tokens=budget, av_ratio=av_ratio), **options)
+
+
+def parse_policy(spec: str) -> PolicySpec:
+    """``"omnimem"`` or ``"omnimem:lam=1:redundancy=hidden"``; raises InvalidArgumentError on an unknown
+    policy, setting or value."""
+    policy, *pairs = spec.split(":")
+    if policy not in POLICIES or policy == "full":
+        raise InvalidArgumentError(f"unknown bounded policy {policy!r}; choose from "
+                                   f"{', '.join(p for p in POLICIES if p != 'full')} (full always runs)")
+    settings = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in POLICY_SETTINGS:
+            raise InvalidArgumentError(f"cannot read {pair!r} in the policy {spec!r}: write KEY=VALUE with KEY one "
+                                       f"of {', '.join(POLICY_SETTINGS)}, e.g. omnimem:lam=1:av_ratio=1")
+        try:
+            settings.append((key, POLICY_SETTINGS[key](value)))
+        except ValueError:
+            raise InvalidArgumentError(f"{key} in the policy {spec!r} must be a {POLICY_SETTINGS[key].__name__}, "
+                                       f"not {value!r}") from None
+    return PolicySpec(spec, policy, tuple(settings))
 
 
 def sound_rows(rows: np.ndarray, timeline) -> tuple:
@@ -121,11 +168,13 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
 def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True) -> list:
     """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
     av = AVRecallStream(config)
-    cells = [("full", None)] + [(p, b) for p in settings.policies for b in settings.budgets]
     n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
-    streams = {cell: model.stream(policy=cell[0], budget=cell[1]) if cell[1] else model.stream(n_ctx=n_ctx)
-               for cell in cells}
+    streams = {}
     try:
+        streams[("full", None)] = model.stream(n_ctx=n_ctx)
+        for spec in map(parse_policy, settings.policies):
+            for budget in settings.budgets:
+                streams[(spec.name, budget)] = spec.stream(model, budget)
         label = f"{config.seconds / 60:g} min, seed {config.seed}"
         for chunk in tqdm(av, total=len(av), unit="chunk", desc=label, disable=not progress, leave=False):
             for s in streams.values():

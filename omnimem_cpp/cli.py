@@ -186,8 +186,14 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise InvalidArgumentError("--report draws plots with matplotlib: pip install matplotlib") from None
+    command = ("omnimem bench avrecall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "avrecall"] else [])).strip()
     start = time.perf_counter()
-    rows = run_benchmark(settings, progress=not args.json)
+
+    def report_so_far(rows: list, streams: dict) -> None:
+        # after every stream, so that a long run stopped midway (Ctrl-C) keeps what it measured
+        write_report(rows, settings, command, pathlib.Path(args.report), time.perf_counter() - start, streams)
+
+    rows = run_benchmark(settings, progress=not args.json, on_stream=report_so_far if args.report else None)
     seconds = time.perf_counter() - start
     if args.json:
         print(json.dumps({"results": rows}))
@@ -198,8 +204,7 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
             print("\nThe paper's claims at the longest length:\n" + format_claims(found))
         print(f"({seconds / 60:.1f} min)")
     if args.report:
-        command = "omnimem bench avrecall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "avrecall"] else [])
-        for path in write_report(rows, settings, command.strip(), pathlib.Path(args.report), seconds):
+        for path in write_report(rows, settings, command, pathlib.Path(args.report), seconds):
             print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 

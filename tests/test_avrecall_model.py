@@ -111,10 +111,29 @@ def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tok
     assert "random 68%" in format_claims(claims(rows))
 
 
+def test_a_report_of_a_run_stopped_midway_says_which_streams_it_holds(tmp_path, monkeypatch):
+    from omnimem_cpp.avrecall import bench
+
+    monkeypatch.setattr(bench, "plot", lambda rows, out_dir: [])      # the plots need matplotlib
+    settings = BenchSettings(minutes=(1, 20), budgets=(256,), policies=("omnimem",), seeds=2)
+    rows = [dict(policy=p, budget=b, minutes=1.0, question_type="all", accuracy=0.5, kv_bytes=0, n=20)
+            for p, b in (("full", None), ("omnimem", 256))]
+    bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0, streams={1.0: 2})
+    report = json.loads((tmp_path / "avrecall-results.json").read_text())
+    assert report["complete"] is False and report["streams"] == [{"minutes": 1, "streams": 2},
+                                                                  {"minutes": 20, "streams": 0}]
+    assert "2 of 2 1-minute streams, 0 of 2 20-minute streams" in (tmp_path / "avrecall-results.md").read_text()
+    bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0)
+    assert json.loads((tmp_path / "avrecall-results.json").read_text())["complete"] is True
+    assert "stopped" not in (tmp_path / "avrecall-results.md").read_text()
+
+
 def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
     settings = BenchSettings(minutes=(0.5,), budgets=(32,), policies=("omnimem", "sink-window"), seeds=1,
                              questions=6, threads=2)
-    rows = run_benchmark(settings, progress=False)
+    calls = []
+    rows = run_benchmark(settings, progress=False, on_stream=lambda *a: calls.append(a))
+    assert calls == [(rows, {0.5: 1})]         # after each stream: the summary so far, streams per length
     overall = {(r["policy"], r["budget"]): r for r in rows if r["question_type"] == "all"}
     assert set(overall) == {("full", None), ("omnimem", 32), ("sink-window", 32)}
     with om.Model(MODEL) as model:

@@ -227,18 +227,21 @@ def summarise(results: list) -> list:
 
 
 def run_benchmark(settings: BenchSettings, progress: bool = True,
-                  on_stream: Optional[Callable[[list], None]] = None) -> list:
-    """Runs every stream of the settings and returns the summary rows (see :func:`summarise`)."""
+                  on_stream: Optional[Callable[[list, dict], None]] = None) -> list:
+    """Runs every stream of the settings, shortest first, and returns the summary rows (see :func:`summarise`).
+    After each stream, ``on_stream(rows, streams)`` gets the summary so far and the streams run per length
+    ({minutes: count}), so a long run stopped midway keeps what it measured."""
     from ..model import Model
 
-    results = []
+    results, streams = [], {}
     # the cells are fed in lockstep, so one cached output per tower lets each chunk be encoded once for all
     with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads, encoder_cache=1) as model:
         jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
         for cfg in tqdm(jobs, unit="stream", desc="AV-Recall", disable=not progress):
             results += run_stream(model, cfg, settings, progress)
+            streams[cfg.seconds / 60] = streams.get(cfg.seconds / 60, 0) + 1
             if on_stream:
-                on_stream(results)
+                on_stream(summarise(results), dict(streams))
     return summarise(results)
 
 
@@ -308,7 +311,9 @@ def format_table(rows: list, question_types: tuple = (ALL,) + QUESTION_FAMILIES)
              "|---|---|" + "---|" * len(question_types) + "---|---|"]
     for minutes, policy, budget in cells:
         got = [index.get((minutes, policy, budget, t)) for t in question_types]
-        first = next(r for r in got if r)
+        first = next((r for r in got if r), None)
+        if first is None:
+            continue            # no question of these types was asked of this cell
         accs = [f"{r['accuracy']:.0%}" if r else "–" for r in got]
         kept = ("–" if first.get("sound_rows_kept") is None else
                 f"{first['sound_rows_kept']:.0%} ({first['audio_rows_kept']:.0%})")
@@ -372,19 +377,27 @@ def settings_json(settings: BenchSettings) -> dict:
             for k, v in dataclasses.asdict(settings).items()}
 
 
-def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float) -> list:
-    """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots."""
+def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float,
+                 streams: Optional[dict] = None) -> list:
+    """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots. ``streams``
+    ({minutes: count}, as :func:`run_benchmark` reports them) marks a run stopped before all its streams."""
     out_dir.mkdir(parents=True, exist_ok=True)
     found = claims(rows)
+    streams = streams or {m: settings.seeds for m in settings.minutes}
+    complete = all(streams.get(m, 0) >= settings.seeds for m in settings.minutes)
     (out_dir / "avrecall-results.json").write_text(json.dumps(
-        {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "results": rows,
+        {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "complete": complete,
+         "streams": [{"minutes": m, "streams": streams.get(m, 0)} for m in settings.minutes], "results": rows,
          "claims": found}, indent=1))
     kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
-    text = [f"Made by `{command}` in {seconds / 60:.0f} min.", "", format_table(rows), "",
-            "By question kind:", "", format_table(rows, kinds), ""]
+    made = f"Made by `{command}` in {seconds / 60:.0f} min."
+    if not complete:
+        made += (" The run was stopped before its last streams; it holds " +
+                 ", ".join(f"{streams.get(m, 0)} of {settings.seeds} {m:g}-minute streams" for m in settings.minutes)
+                 + ".")
+    text = [made, "", format_table(rows), "", "By question kind:", "", format_table(rows, kinds), ""]
     if found:
         text += ["The paper's claims at the longest length (budgets of at most "
                  f"{CLAIM_SHARE:.0%} of its tokens; baselines: {', '.join(BASELINES)}):", "", format_claims(found), ""]
     (out_dir / "avrecall-results.md").write_text("\n".join(text))
     return [out_dir / "avrecall-results.json", out_dir / "avrecall-results.md"] + plot(rows, out_dir)
-

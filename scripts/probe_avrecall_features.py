@@ -14,6 +14,9 @@ does not, so the script also prints the embeddings' geometry: their mean norm ag
 token embeddings, and how alike two tokens of a modality are (mean cosine similarity).
 
     python scripts/probe_avrecall_features.py [--streams 60] [--seconds 20]
+
+``--vision-block-gain G`` probes untrained towers instead: the training script's initial thinker with its
+vision blocks' residual branches scaled by G, standardised as the training script does it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import train_avrecall_model as recipe  # noqa: E402
 from train_avrecall_model import StreamLayout  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
@@ -119,7 +124,28 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--model", type=pathlib.Path, default=MODEL)
     parser.add_argument("--mmproj", type=pathlib.Path, default=PROJECTOR)
+    parser.add_argument("--vision-block-gain", type=float,
+                        help="probe the training script's untrained towers with this vision block gain instead")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.vision_block_gain is not None:
+            args.model, args.mmproj = untrained_pair(pathlib.Path(scratch), args.vision_block_gain)
+        return report(args)
+
+
+def untrained_pair(scratch: pathlib.Path, vision_block_gain: float) -> tuple:
+    """The training script's initial thinker (seed 0) with this vision block gain, its towers standardised,
+    as a text GGUF and its projector."""
+    hf_dir = scratch / "init"
+    hf_dir.mkdir()
+    recipe.build_checkpoint(hf_dir, 0, vision_block_gain)
+    recipe.standardise_towers(hf_dir, scratch / "standardise", recipe.MODALITY_MARKER)
+    text, mmproj = scratch / "text.gguf", scratch / "mmproj.gguf"
+    recipe.convert_checkpoint(hf_dir, text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
+    return text, mmproj
+
+
+def report(args: argparse.Namespace) -> int:
     with om.Model(args.model, mmproj=args.mmproj) as model:
         data = collect(model, args.streams, args.seconds)
     split = int(0.7 * len(data))

@@ -149,9 +149,11 @@ def question_corpus(n_streams: int = 200) -> list:
     return lines
 
 
-def build_checkpoint(out_dir: pathlib.Path, seed: int) -> pathlib.Path:
+def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float = 1.0) -> pathlib.Path:
     """The untrained thinker: tokenizer, config and seeded weights (encoders drawn wide enough to keep their
-    input's information; the language model as transformers initialises it)."""
+    input's information; the language model as transformers initialises it). ``vision_block_gain`` scales
+    what each vision block adds to its residual stream: below 1 the random blocks mix the patches less, and
+    each token keeps more of its own patch (scripts/probe_avrecall_features.py --vision-block-gain)."""
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
     tiny_models.train_tokenizer(out_dir, vocab_size=1024, corpus=tuple(question_corpus()))
@@ -183,6 +185,10 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int) -> pathlib.Path:
         # not the sound, carry most of each output row (docs/avrecall.md, "The model")
         model.audio_tower.conv1.weight.mul_(AUDIO_CONV_GAIN)
         model.audio_tower.conv2.weight.mul_(AUDIO_CONV_GAIN)
+        for block in model.visual.blocks:
+            for residual_branch_out in (block.attn.proj, block.mlp.down_proj):
+                residual_branch_out.weight.mul_(vision_block_gain)
+                residual_branch_out.bias.mul_(vision_block_gain)
     save_thinker(model, out_dir)
     return out_dir
 
@@ -416,6 +422,8 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         torch.set_rng_state(state["torch_rng"])
         curve, first_step = state["curve"], state["step"]
         log(f"continuing from step {first_step} ({checkpoint})")
+    # training time so far, carried across resumes (checkpoints fall on curve points)
+    seconds_before, resumed_at = (curve[-1].get("seconds", 0.0) if curve else 0.0), time.time()
     bar = tqdm(range(first_step, steps), desc="training", unit="step", initial=first_step, total=steps)
     for step in bar:
         data = streams(step)
@@ -455,7 +463,8 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
             by_kind = {k: round(float(np.mean([h for kk, h in answers if kk == k])), 3)
                        for k in dict.fromkeys(k for k, _ in answers)}
             point = {"step": step + 1, "loss": round(float(np.mean([w[0] for w in window])), 4),
-                     "accuracy": round(float(np.mean([h for _, h in answers])), 4), "by_kind": by_kind}
+                     "accuracy": round(float(np.mean([h for _, h in answers])), 4), "by_kind": by_kind,
+                     "seconds": round(seconds_before + time.time() - resumed_at, 1)}
             curve.append(point)
             log(f"step {step + 1}: loss {point['loss']:.4f}, answer accuracy {point['accuracy']:.3f} "
                 f"({', '.join(f'{k} {v:.2f}' for k, v in by_kind.items())})")
@@ -524,6 +533,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modality-marker", type=float, default=MODALITY_MARKER,
                         help="the video rows' offset after the towers are standardised, in units of a row's "
                              f"norm (default {MODALITY_MARKER:g}; 0 leaves audio and video rows alike in distribution)")
+    parser.add_argument("--vision-block-gain", type=float, default=1.0,
+                        help="scale of what each frozen vision block adds to its tokens (default 1, the shipped "
+                             "towers; 0.1 keeps each token's own patch readable: docs/avrecall.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")
@@ -537,15 +549,15 @@ def main(argv=None) -> int:
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
                   [f"--vision {args.vision}", f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
-                   f"--seed {args.seed}"]),
+                   f"--vision-block-gain {args.vision_block_gain}", f"--seed {args.seed}"]),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
-              "seed": args.seed, "modality_marker": args.modality_marker,
+              "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
               "text": TEXT, "vision": VISION, "audio": AUDIO}
     log = tqdm.write
 
     started = time.time()
     init_dir.mkdir(parents=True, exist_ok=True)
-    build_checkpoint(init_dir, args.seed)
+    build_checkpoint(init_dir, args.seed, args.vision_block_gain)
     report["tower_output_scales"] = standardise_towers(init_dir, work / "standardise", args.modality_marker)
     init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
@@ -586,6 +598,9 @@ def main(argv=None) -> int:
     log(f"trained model, runtime vs transformers: max relative logit difference "
         f"{report['trained_check_rel_error']:.2e}")
     report["minutes_this_run"] = round((time.time() - started) / 60, 1)
+    # the phases' training steps over every run that resumed them (older curves have no times)
+    report["training_minutes"] = round(sum(report[f"phase{k + 1}"]["curve"][-1].get("seconds", 0.0)
+                                           for k in range(len(phases))) / 60, 1)
     report["files"] = {p.name: p.stat().st_size for p in (text, mmproj)}
     args.report.write_text(json.dumps(report, indent=1))
     log(f"wrote {text} and {mmproj} ({sum(report['files'].values()) / 1e6:.1f} MB)")

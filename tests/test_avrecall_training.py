@@ -38,7 +38,9 @@ def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     assert written["trained_check_rel_error"] < 1e-4
     assert f"--vision {vision}" in written["command"]
     last = written[f"phase{len(phases) // 2}"]["curve"]
-    assert len(last) == 1 and last[0]["step"] == 2
+    assert len(last) == 1 and last[0]["step"] == 2 and last[0]["seconds"] > 0
+    phase_seconds = sum(written[f"phase{k + 1}"]["curve"][-1]["seconds"] for k in range(len(phases) // 2))
+    assert written["training_minutes"] == round(phase_seconds / 60, 1)
     with om.Model(tmp_path / "avrecall-text.gguf", mmproj=tmp_path / "avrecall-mmproj.gguf") as model:
         assert model.info.n_layer == trainer.TEXT["num_hidden_layers"]
         if vision == "frozen":

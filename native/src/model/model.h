@@ -1,5 +1,5 @@
 // om_model: a text-decoder GGUF loaded onto a ggml device — hyperparameters, weight tensors and the
-// tokenizer. Read-only after om_model_load(); streams share it.
+// tokenizer. Read-only after om_model_load() but for the encoder caches, which lock; streams share it.
 #pragma once
 
 #include "common.h"

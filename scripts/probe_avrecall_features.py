@@ -138,8 +138,7 @@ def untrained_pair(scratch: pathlib.Path, vision_block_gain: float) -> tuple:
     as a text GGUF and its projector."""
     hf_dir = scratch / "init"
     hf_dir.mkdir()
-    recipe.build_checkpoint(hf_dir, 0, vision_block_gain)
-    recipe.standardise_towers(hf_dir, scratch / "standardise", recipe.MODALITY_MARKER)
+    recipe.build_initial_model(hf_dir, scratch / "standardise", 0, recipe.MODALITY_MARKER, vision_block_gain)
     text, mmproj = scratch / "text.gguf", scratch / "mmproj.gguf"
     recipe.convert_checkpoint(hf_dir, text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
     return text, mmproj

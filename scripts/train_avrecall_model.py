@@ -193,6 +193,14 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float 
     return out_dir
 
 
+def build_initial_model(init_dir: pathlib.Path, scratch: pathlib.Path, seed: int, modality_marker: float,
+                        vision_block_gain: float = 1.0) -> dict:
+    """The thinker training starts from, in ``init_dir``: seeded weights (build_checkpoint), then the frozen
+    towers standardised (standardise_towers, measured in ``scratch``). Returns the scales divided out."""
+    build_checkpoint(init_dir, seed, vision_block_gain)
+    return standardise_towers(init_dir, scratch, modality_marker)
+
+
 def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, marker: float, n_streams: int = 8) -> dict:
     """Centres and scales what each frozen tower passes on, then moves the video rows off centre, all folded
     into the towers' last projections.
@@ -557,8 +565,8 @@ def main(argv=None) -> int:
 
     started = time.time()
     init_dir.mkdir(parents=True, exist_ok=True)
-    build_checkpoint(init_dir, args.seed, args.vision_block_gain)
-    report["tower_output_scales"] = standardise_towers(init_dir, work / "standardise", args.modality_marker)
+    report["tower_output_scales"] = build_initial_model(init_dir, work / "standardise", args.seed,
+                                                        args.modality_marker, args.vision_block_gain)
     init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"

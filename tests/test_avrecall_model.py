@@ -198,3 +198,28 @@ def test_sound_rows_are_the_audio_rows_inside_each_sound():
     expected = [3 * k + 1 for e in sounds for k in range(int(e.time) * 25, int(e.time) * 25 + 25)]
     np.testing.assert_array_equal(np.sort(inside), expected)
     assert [len(t) for t in sound_rows(rows[rows["modality"] != 2], av.timeline)] == [0, 0]     # video alone
+
+
+def test_sound_rows_split_into_edges_and_inner_rows():
+    """scripts/sound_rows_kept.py: each one-second sound's 25 audio rows are 4 edge rows (its first and last,
+    and the two either side of the switch between its tones) and 21 inner ones; every other audio row is
+    background, and video rows are none of them."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import sound_rows_kept
+
+    config = AVRecallConfig(seconds=SECONDS, seed=0, n_questions=0)
+    timeline = AVRecallStream(config).timeline
+    n_video, n_audio = 10, int(SECONDS * 25)
+    rows = np.zeros(n_video + n_audio, ROW_DTYPE)
+    rows["token"] = np.arange(len(rows))
+    rows["modality"][n_video:] = 2
+    rows["pos"][n_video:, 0] = 7 + np.arange(n_audio)            # audio time starts wherever the stream put it
+    kinds = sound_rows_kept.audio_row_kinds(rows, timeline, edge=1)
+    starts = [round(e.time * 25) for e in timeline.sounds()]
+    assert starts and all(e.duration == 1.0 for e in timeline.sounds())
+    assert len(kinds["edge"]) == 4 * len(starts) and len(kinds["inner"]) == 21 * len(starts)
+    assert len(kinds["background"]) == n_audio - 25 * len(starts)
+    assert set(kinds["edge"]) == {n_video + s + k for s in starts for k in (0, 11, 12, 24)}

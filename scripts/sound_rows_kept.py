@@ -1,0 +1,87 @@
+"""Which audio rows of an AV-Recall stream a bounded memory keeps: a sound's first and last rows, the rows
+inside it, or the background between sounds.
+
+The AV-Recall benchmark reports the share of the sounds' audio rows each cell keeps
+(`sound_rows_kept`). This script splits that share by where a row sits in its sound, to see what a
+policy's score prefers. A sound is a steady two-tone pattern a second long (25 audio rows); its edge rows
+(the first and last ``--edge`` rows of each tone) are where the audio changes, its inner rows are alike.
+
+    python scripts/sound_rows_kept.py --minutes 5 --budgets 4096,16384 --policies omnimem,omnimem:lam=1
+
+For each cell it prints the share of each kind of row the memory holds at the end of the stream, mean over
+the decoder layers. Rows are told apart with a full memory fed the same chunks (the reference positions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+import omnimem_cpp as om
+from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream
+from omnimem_cpp.avrecall.bench import MODALITY_AUDIO, parse_policy
+from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
+
+
+def audio_row_kinds(rows: np.ndarray, timeline, edge: int) -> dict:
+    """The tokens of the audio rows among ``rows`` (a full memory's), by kind: "edge" (within ``edge`` rows of
+    a change of tone: a sound's start, its middle, its end), "inner" (the rest of a sound), "background"."""
+    audio = rows[rows["modality"] == MODALITY_AUDIO]
+    row = audio["pos"][:, 0] - audio["pos"][:, 0].min()          # 25 rows a second, from the first
+    kind = np.full(len(audio), "background", dtype=object)
+    for e in timeline.sounds():
+        first, n = round(e.time * AUDIO_TOKENS_PER_SECOND), round(e.duration * AUDIO_TOKENS_PER_SECOND)
+        inside = (row >= first) & (row < first + n)
+        # rows from the nearest change of tone: the sound's start, the switch to its second tone, its end
+        k = row[inside] - first
+        to_change = np.min([np.where(k >= b, k - b, b - 1 - k) for b in (0, n // 2, n)], axis=0)
+        kind[np.flatnonzero(inside)] = np.where(to_change < edge, "edge", "inner")
+    return {name: audio["token"][kind == name] for name in ("edge", "inner", "background")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark's stream seed")
+    parser.add_argument("--budgets", default="4096,16384", help="media rows per layer, comma-separated")
+    parser.add_argument("--policies", default="omnimem,omnimem:lam=1,omnimem-nosplit,uniform",
+                        help="policy specs as `omnimem bench avrecall --policies` takes them")
+    parser.add_argument("--edge", type=int, default=1, help="rows on each side of a change that count as its edge")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    specs = [parse_policy(p) for p in args.policies.split(",")]
+
+    config = AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0)
+    av = AVRecallStream(config)
+    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model:
+        cells = {("full", None): model.stream(n_ctx=n_ctx)}
+        cells.update({(spec.name, b): spec.stream(model, b) for spec in specs for b in budgets})
+        try:
+            for chunk in tqdm(av, total=len(av), unit="chunk", desc=f"{args.minutes:g} min, seed {args.seed}"):
+                for s in cells.values():
+                    s.feed(chunk)
+            for s in cells.values():
+                s.close_media()
+            kinds = audio_row_kinds(cells[("full", None)].layer_rows(0), av.timeline, args.edge)
+            print(f"audio rows: {', '.join(f'{len(t)} {k}' for k, t in kinds.items())} "
+                  f"(edge: within {args.edge} rows of a change of tone)")
+            print(f"{'policy':<24}{'budget':>8}{'edge':>8}{'inner':>8}{'background':>12}")
+            for (name, budget), s in cells.items():
+                if budget is None:
+                    continue
+                kept = [s.layer_tokens(il) for il in range(model.info.n_layer)]
+                shares = [np.mean([np.isin(tokens, k).mean() for k in kept]) for tokens in kinds.values()]
+                print(f"{name:<24}{budget:>8}" + "".join(f"{v:>{w}.0%}" for v, w in zip(shares, (8, 8, 12))))
+        finally:
+            for s in cells.values():
+                s.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,19 +18,17 @@ import argparse
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream
-from omnimem_cpp.avrecall.bench import MODALITY_AUDIO, parse_policy
+from omnimem_cpp.avrecall.bench import audio_rows, fed_cells, parse_policy, shares_kept
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 
 
 def audio_row_kinds(rows: np.ndarray, timeline, edge: int) -> dict:
     """The tokens of the audio rows among ``rows`` (a full memory's), by kind: "edge" (within ``edge`` rows of
     a change of tone: a sound's start, its middle, its end), "inner" (the rest of a sound), "background"."""
-    audio = rows[rows["modality"] == MODALITY_AUDIO]
-    row = audio["pos"][:, 0] - audio["pos"][:, 0].min()          # 25 rows a second, from the first
+    audio, row = audio_rows(rows)
     kind = np.full(len(audio), "background", dtype=object)
     for e in timeline.sounds():
         first, n = round(e.time * AUDIO_TOKENS_PER_SECOND), round(e.duration * AUDIO_TOKENS_PER_SECOND)
@@ -55,31 +53,18 @@ def main(argv=None) -> int:
     budgets = [int(b) for b in args.budgets.split(",")]
     specs = [parse_policy(p) for p in args.policies.split(",")]
 
-    config = AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0)
-    av = AVRecallStream(config)
-    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
-    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model:
-        cells = {("full", None): model.stream(n_ctx=n_ctx)}
-        cells.update({(spec.name, b): spec.stream(model, b) for spec in specs for b in budgets})
-        try:
-            for chunk in tqdm(av, total=len(av), unit="chunk", desc=f"{args.minutes:g} min, seed {args.seed}"):
-                for s in cells.values():
-                    s.feed(chunk)
-            for s in cells.values():
-                s.close_media()
-            kinds = audio_row_kinds(cells[("full", None)].layer_rows(0), av.timeline, args.edge)
-            print(f"audio rows: {', '.join(f'{len(t)} {k}' for k, t in kinds.items())} "
-                  f"(edge: within {args.edge} rows of a change of tone)")
-            print(f"{'policy':<24}{'budget':>8}{'edge':>8}{'inner':>8}{'background':>12}")
-            for (name, budget), s in cells.items():
-                if budget is None:
-                    continue
-                kept = [s.layer_tokens(il) for il in range(model.info.n_layer)]
-                shares = [np.mean([np.isin(tokens, k).mean() for k in kept]) for tokens in kinds.values()]
-                print(f"{name:<24}{budget:>8}" + "".join(f"{v:>{w}.0%}" for v, w in zip(shares, (8, 8, 12))))
-        finally:
-            for s in cells.values():
-                s.close()
+    av = AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
+            fed_cells(model, av, specs, budgets) as cells:
+        kinds = audio_row_kinds(cells[("full", None)].layer_rows(0), av.timeline, args.edge)
+        print(f"audio rows: {', '.join(f'{len(t)} {k}' for k, t in kinds.items())} "
+              f"(edge: within {args.edge} rows of a change of tone)")
+        print(f"{'policy':<24}{'budget':>8}{'edge':>8}{'inner':>8}{'background':>12}")
+        for (name, budget), s in cells.items():
+            if budget is not None:
+                shares = shares_kept(s, *kinds.values())
+                print(f"{name:<24}{budget:>8}" + "".join("-".rjust(w) if v is None else f"{v:>{w}.0%}"
+                                                         for v, w in zip(shares, (8, 8, 12))))
     return 0
 
 

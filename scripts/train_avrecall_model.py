@@ -127,6 +127,10 @@ AUDIO_CONV_GAIN = 4.0
 # the video rows' offset from the standardised towers' outputs, in units of a row's norm (standardise_towers)
 MODALITY_MARKER = 0.5
 
+# what each frozen vision block adds to its tokens, against the block's input (build_checkpoint; below 1 each
+# token keeps more of its own patch: docs/avrecall.md)
+VISION_BLOCK_GAIN = 1.0
+
 # short streams dense with events: first finding a sound among the video rows, asked alone; then every kind
 # (docs/avrecall.md, "what the training runs taught")
 PHASES = (Phase(4000, 6, 12, 24.0, kinds=("sound_played",)), Phase(2000, 6, 12, 24.0))
@@ -149,7 +153,7 @@ def question_corpus(n_streams: int = 200) -> list:
     return lines
 
 
-def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float = 1.0) -> pathlib.Path:
+def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float = VISION_BLOCK_GAIN) -> pathlib.Path:
     """The untrained thinker: tokenizer, config and seeded weights (encoders drawn wide enough to keep their
     input's information; the language model as transformers initialises it). ``vision_block_gain`` scales
     what each vision block adds to its residual stream: below 1 the random blocks mix the patches less, and
@@ -194,7 +198,7 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float 
 
 
 def build_initial_model(init_dir: pathlib.Path, scratch: pathlib.Path, seed: int, modality_marker: float,
-                        vision_block_gain: float = 1.0) -> dict:
+                        vision_block_gain: float) -> dict:
     """The thinker training starts from, in ``init_dir``: seeded weights (build_checkpoint), then the frozen
     towers standardised (standardise_towers, measured in ``scratch``). Returns the scales divided out."""
     build_checkpoint(init_dir, seed, vision_block_gain)
@@ -541,9 +545,10 @@ def main(argv=None) -> int:
     parser.add_argument("--modality-marker", type=float, default=MODALITY_MARKER,
                         help="the video rows' offset after the towers are standardised, in units of a row's "
                              f"norm (default {MODALITY_MARKER:g}; 0 leaves audio and video rows alike in distribution)")
-    parser.add_argument("--vision-block-gain", type=float, default=1.0,
-                        help="scale of what each frozen vision block adds to its tokens (default 1, the shipped "
-                             "towers; 0.1 keeps each token's own patch readable: docs/avrecall.md)")
+    parser.add_argument("--vision-block-gain", type=float, default=VISION_BLOCK_GAIN,
+                        help="scale of what each frozen vision block adds to its tokens (default "
+                             f"{VISION_BLOCK_GAIN:g}, the shipped towers; 0.1 keeps each token's own patch "
+                             "readable: docs/avrecall.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")

@@ -12,6 +12,7 @@ on other seeds only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -122,14 +123,20 @@ def parse_policy(spec: str) -> PolicySpec:
     return PolicySpec(spec, policy, tuple(settings))
 
 
+def audio_rows(rows: np.ndarray) -> tuple:
+    """The audio rows among ``rows`` (:meth:`Stream.layer_rows` of a memory that keeps every row), and each
+    one's index from the first audio row: the audio tower's 25 rows a second are also the M-RoPE temporal
+    rate, so index / 25 is the row's time in the stream."""
+    audio = rows[rows["modality"] == MODALITY_AUDIO]
+    times = audio["pos"][:, 0]
+    return audio, times - (times.min() if len(audio) else 0)
+
+
 def sound_rows(rows: np.ndarray, timeline) -> tuple:
     """The tokens of the audio rows among ``rows`` (:meth:`Stream.layer_rows` of a memory that keeps every
     row), and those of them that lie inside a sound event."""
-    audio = rows[rows["modality"] == MODALITY_AUDIO]
-    if len(audio) == 0:
-        return audio["token"], audio["token"]
-    # the audio tower's 25 rows a second are also the M-RoPE temporal rate
-    seconds = (audio["pos"][:, 0] - audio["pos"][:, 0].min()) / AUDIO_TOKENS_PER_SECOND
+    audio, index = audio_rows(rows)
+    seconds = index / AUDIO_TOKENS_PER_SECOND
     inside = np.zeros(len(audio), bool)
     for e in timeline.events:
         if e.kind == "sound":
@@ -165,15 +172,18 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
     return configs
 
 
-def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True) -> list:
-    """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
-    av = AVRecallStream(config)
+@contextlib.contextmanager
+def fed_cells(model, av: AVRecallStream, specs, budgets, progress: bool = True):
+    """Streams of ``model`` fed every chunk of ``av`` in lockstep, their media closed, as {(policy, budget):
+    stream}: the full memory as ``("full", None)``, then each :class:`PolicySpec` at each budget. They are
+    closed on leaving the block."""
+    config = av.config
     n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     streams = {}
     try:
         streams[("full", None)] = model.stream(n_ctx=n_ctx)
-        for spec in map(parse_policy, settings.policies):
-            for budget in settings.budgets:
+        for spec in specs:
+            for budget in budgets:
                 streams[(spec.name, budget)] = spec.stream(model, budget)
         label = f"{config.seconds / 60:g} min, seed {config.seed}"
         for chunk in tqdm(av, total=len(av), unit="chunk", desc=label, disable=not progress, leave=False):
@@ -181,6 +191,16 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
                 s.feed(chunk)
         for s in streams.values():
             s.close_media()
+        yield streams
+    finally:
+        for s in streams.values():
+            s.close()
+
+
+def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True) -> list:
+    """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
+    av = AVRecallStream(config)
+    with fed_cells(model, av, map(parse_policy, settings.policies), settings.budgets, progress) as streams:
         audio, sounds = sound_rows(streams[("full", None)].layer_rows(0), av.timeline)
         results = []
         for (policy, budget), s in streams.items():
@@ -192,9 +212,6 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
                 result.answers.append((q.family, q.kind, q.answer, answer))
             results.append(result)
         return results
-    finally:
-        for s in streams.values():
-            s.close()
 
 
 def _mean(values) -> Optional[float]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import importlib.metadata
 import json
 import multiprocessing
@@ -159,6 +160,12 @@ class OmnimemEngine:
     def feed(self, ids: np.ndarray) -> None:
         self.stream.feed_tokens(ids)
 
+    def profile(self, run) -> list[dict]:
+        """Per-operation totals of `run` (Stream.profile: each graph node computed and timed alone)."""
+        with self.stream.profile() as prof:
+            run()
+        return [dataclasses.asdict(op) for op in prof.ops]
+
 
 ENGINES = {"llama.cpp": LlamaCppEngine, "omnimem.cpp": OmnimemEngine}
 
@@ -199,7 +206,7 @@ def _timed_rates(repeats: int, n_tokens: int, reset, run) -> dict:
 
 
 def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
-    """Runs in a child process; sends ("decode"|"prefill"|"unavailable"|"error", payload) messages.
+    """Runs in a child process; sends ("decode"|"profile"|"prefill"|"unavailable"|"error", payload) messages.
     Each result is sent as soon as it exists, so results measured before a crash are kept."""
     try:
         engine = ENGINES[engine_name](Path(path), mode, cfg["threads"], cfg["prompt"])
@@ -223,6 +230,9 @@ def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
                 engine.feed(steps[i:i + 1])
 
         conn.send(("decode", _timed_rates(cfg["repeats"], len(steps), lambda: engine.reset(SHORT_PROMPT), decode)))
+        if hasattr(engine, "profile"):   # omnimem.cpp: where the same decode steps spend their time
+            engine.reset(SHORT_PROMPT)
+            conn.send(("profile", engine.profile(decode)))
 
         engine.reset(0)
         engine.feed(prompt[:WARMUP_BATCH])
@@ -256,6 +266,8 @@ def run_child(engine: str, mode: str, path: Path, cfg: dict) -> dict:
             break
         if kind in ("decode", "prefill"):
             out[kind] = {**payload, "median": statistics.median(payload["runs"])}
+        elif kind == "profile":
+            out["decode_profile"] = payload
         else:
             status = "unavailable" if kind == "unavailable" else "error"
             out["message"] = payload
@@ -365,6 +377,39 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
     return "\n".join(lines)
 
 
+def _decode_profile(results: list[dict]):
+    """omnimem.cpp's per-operation profile of its decode steps among one type's results, or None."""
+    ops = next((r.get("decode_profile") for r in results if r["engine"] == "omnimem.cpp"), None)
+    if not ops:
+        return None
+    from omnimem_cpp.profile import OpTime, Profile
+
+    return Profile([OpTime(**op) for op in ops])
+
+
+def matmul_share(results: list[dict]) -> tuple[float, float] | None:
+    """From omnimem.cpp's decode profile: the matrix products' share of the node time, and the rate (GB/s) at
+    which they read their operands when each is timed alone."""
+    prof = _decode_profile(results)
+    if prof is None or prof.seconds <= 0:
+        return None
+    mm = prof["MUL_MAT"]
+    return mm.seconds / prof.seconds, mm.read_gbs
+
+
+def profile_tables(all_results: dict[str, list[dict]], n_tokens: int) -> str:
+    """omnimem.cpp's decode steps per operation, one markdown table per weight type."""
+    parts = []
+    for wtype, results in all_results.items():
+        prof = _decode_profile(results)
+        if prof is not None:
+            launch = prof.launch_seconds
+            parts.append(f"\n{wtype.upper()} decode, omnimem.cpp, per operation ({n_tokens} steps, every node "
+                         "timed alone" + (f"; a launch takes {1e6 * launch:.1f} µs" if launch else "") + "):\n"
+                         + prof.table(per=n_tokens))
+    return "\n".join(parts)
+
+
 def write_report(path: Path, *, machine: dict, config: dict, results, wall_s: float, others_cpu_s: float,
                  **extra) -> None:
     """The JSON every benchmark writes: the machine, the settings, every result, and how busy the machine was."""
@@ -447,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nQwen2.5-Omni-3B text dims, random weights, {args.threads} threads, prefill = one {args.prompt}-token "
           f"batch, decode = {args.decode} steps; medians of {args.repeats}")
     print(table(all_results, weight_bytes))
+    print(profile_tables(all_results, args.decode))
     print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
     if args.json:

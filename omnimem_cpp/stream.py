@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import threading
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union, overload
@@ -21,6 +22,7 @@ from .memory import (
     read_stats,
     stream_budget,
 )
+from .profile import Profile
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -389,6 +391,31 @@ class Stream(NativeHandle):
         compactions and the time spent scoring and compacting, next to the whole ingest time."""
         with self._lock:
             return read_stats(self.handle)
+
+    @contextlib.contextmanager
+    def profile(self) -> Iterator[Profile]:
+        """Times every operation the stream computes inside the ``with`` block (see
+        :mod:`omnimem_cpp.profile`); the :class:`~omnimem_cpp.profile.Profile` it yields is filled when the block
+        ends::
+
+            with s.profile() as prof:
+                s.feed_tokens(ids)
+            print(prof.table(per=len(ids)))
+            print(prof["MUL_MAT"].read_gbs)
+
+        Profiled work is slower: each graph node is computed and timed alone.
+        """
+        prof = Profile()
+        with self._lock:
+            check(lib.om_stream_profile(self.handle, True))
+        try:
+            yield prof
+            with self._lock:
+                prof._read(self.handle)
+        finally:
+            with self._lock:
+                if self._handle is not None:
+                    check(lib.om_stream_profile(self._handle, False))
 
     # --- asking -----------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The speed benchmark's pieces that run in seconds: the bandwidth scan, llama.cpp's uncompressed context
-beside a bounded stream, the straight-line fit, and `omnimem bench speed` end to end on its cheap parts."""
+beside a bounded stream, the straight-line fit, omnimem.cpp's decode profile, and `omnimem bench speed` end to
+end on its cheap parts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 import omnimem_cpp as om
-from omnimem_cpp.benchmarks import memory_scaling, speed
+from omnimem_cpp.benchmarks import memory_scaling, speed, text_speed
 from omnimem_cpp.benchmarks.bandwidth import read_bandwidth_gbs
 from omnimem_cpp.demo import DEMO_MODEL
 
@@ -52,9 +53,12 @@ def test_text_rows_compare_with_the_best_llama_mode_that_did_not_crash():
             return {"median": v} if isinstance(v, float) else {"status": v}
         return {"engine": engine, "label": label, "decode": cell(decode), "prefill": cell(prefill)}
 
+    ours = run("omnimem.cpp", "ours", 6.0, 33.0)
+    ours["decode_profile"] = [{"op": "MUL_MAT", "nodes": 8, "seconds": 0.8, "bytes_read": 12_000_000_000},
+                              {"op": "ADD", "nodes": 8, "seconds": 0.2, "bytes_read": 1000}]
     text = {"decode_weight_bytes": {"q8_0": 3e9},
             "results": {"q8_0": [run("llama.cpp", "default (AMX)", 8.0, "crash (SIGSEGV)"),
-                                 run("llama.cpp", "plain", 4.0, 30.0), run("omnimem.cpp", "ours", 6.0, 33.0)]}}
+                                 run("llama.cpp", "plain", 4.0, 30.0), ours]}}
     rows = {r[0]: r for r in speed.text_rows(text, bandwidth=30.0)}
     assert rows["Q8_0 decode (tok/s)"][2:4] == ["8.00 (default (AMX))", "0.75×"]
     assert rows["Q8_0 decode (tok/s)"][5] == "**no**"
@@ -62,6 +66,18 @@ def test_text_rows_compare_with_the_best_llama_mode_that_did_not_crash():
     assert rows["Q8_0 prefill (tok/s)"][5] == "**no**"      # ahead of llama.cpp, short of 100 tok/s
     bandwidth = rows["Q8_0 decode: weights read per second ÷ read-only bandwidth"]
     assert bandwidth[1:3] == ["0.60", "0.80"]                # 6 and 8 tok/s × 3 GB ÷ 30 GB/s
+    profiled = next(r for r in rows.values() if r[0].startswith("Q8_0 decode, every node timed alone"))
+    assert profiled[1] == "80 %; 0.50"                         # 0.8 of 1.0 s; 12 GB in 0.8 s ÷ 30 GB/s
+
+
+def test_decode_child_profiles_omnimem_decode_steps(tiny_gguf):
+    cfg = {**text_speed.text_config(threads=1, prompt=16, decode=4, repeats=1, seed=0), "n_vocab_normal": 100}
+    found = text_speed.run_child("omnimem.cpp", "repack", tiny_gguf("base", "f32"), cfg)
+    assert found["decode"]["median"] > 0 and found["prefill"]["median"] > 0
+    ops = {op["op"]: op for op in found["decode_profile"]}
+    assert ops["MUL_MAT"]["nodes"] == 4 * (7 * 2 + 1)          # 4 steps × (7 matrices × 2 layers + the head)
+    table = text_speed.profile_tables({"q8_0": [{"engine": "omnimem.cpp", **found}]}, n_tokens=4)
+    assert "Q8_0 decode, omnimem.cpp, per operation (4 steps" in table and "| MUL_MAT | 15 |" in table
 
 
 def test_bench_speed_cheap_parts_end_to_end(tmp_path):

@@ -372,6 +372,31 @@ OM_API om_status om_memory_select(const om_memory_params * params, int32_t n, in
                                   int32_t * out_kept, int32_t * out_n_kept, float * out_importance);
 
 //
+// Profiling: where a stream's compute time goes
+//
+
+// Per-operation profile (`Stream.profile()`): while on, the stream computes its graphs one node at a time
+// and adds each node's time to its operation's total, so that a run shows where its time goes. Each node then
+// costs a separate launch (a few microseconds on a CPU; the no-op view nodes, "VIEW", "RESHAPE", "PERMUTE",
+// "TRANSPOSE", measure it), so profiled runs are slower than plain ones. Turning it on starts from zero;
+// turning it off discards what was measured.
+OM_API om_status om_stream_profile(om_stream * stream, bool on);
+
+typedef struct om_op_time {
+    char    op[32];      // ggml's name of the operation ("MUL_MAT", "SOFT_MAX"; unary and GLU ops by their
+                         // own name, e.g. "SILU", "SWIGLU")
+    int64_t n_nodes;     // nodes of this operation computed
+    double  seconds;     // their time, each node timed alone (launch included)
+    int64_t bytes_read;  // bytes of the operands they read: for MUL_MAT the weights and the activations,
+                         // for GET_ROWS the rows picked; not the destination a copy writes into; 0 for views
+} om_op_time;
+
+// What the profile measured since it was turned on, one entry per operation, most time first. If capacity is
+// too small, returns OM_STATUS_BUFFER_TOO_SMALL with *n_out set and nothing written. Fails if the profile is off.
+OM_API om_status om_stream_get_profile(const om_stream * stream, om_op_time * out, int32_t capacity,
+                                       int32_t * n_out);
+
+//
 // Sampling (llama.cpp's sampler chain: top-k, top-p, temperature, seeded draw; greedy at temperature 0)
 //
 

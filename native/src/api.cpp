@@ -292,6 +292,25 @@ om_status om_stream_rollback(om_stream * stream, int32_t n_tokens) {
     });
 }
 
+om_status om_stream_profile(om_stream * stream, bool on) {
+    return guarded([&] {
+        require(stream != nullptr, "stream is NULL");
+        stream->set_profile(on);
+    });
+}
+
+om_status om_stream_get_profile(const om_stream * stream, om_op_time * out, int32_t capacity, int32_t * n_out) {
+    return guarded([&] {
+        require(stream != nullptr && n_out != nullptr, "stream and n_out must not be NULL");
+        const std::vector<om_op_time> totals = stream->profile_totals();
+        *n_out = int32_t(totals.size());
+        if (capacity < *n_out || (out == nullptr && *n_out > 0)) {
+            om::fail(OM_STATUS_BUFFER_TOO_SMALL, "the profile has %d operations; the buffer holds %d", *n_out, capacity);
+        }
+        std::copy(totals.begin(), totals.end(), out);
+    });
+}
+
 void om_sampler_default_params(om_sampler_params * p) {
     p->temperature = 0.0f;
     p->top_k = 40;

@@ -68,11 +68,12 @@ std::vector<float> perturbation_scores(const selection_input & in, float lambda)
 
 namespace {
 
-// The k candidates with the highest score (ties: the earlier row).
+// The k candidates with the highest score (ties: the earlier row), in no particular order: the order is a
+// strict total one, so the selection alone (linear time) fixes the set; select_rows sorts what it keeps.
 void keep_top(std::vector<int32_t> candidates, const std::vector<float> & score, int64_t k,
               std::vector<int32_t> & kept) {
     if (int64_t(candidates.size()) > k) {
-        std::partial_sort(candidates.begin(), candidates.begin() + k, candidates.end(), [&](int32_t a, int32_t b) {
+        std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), [&](int32_t a, int32_t b) {
             return score[size_t(a)] > score[size_t(b)] || (score[size_t(a)] == score[size_t(b)] && a < b);
         });
         candidates.resize(size_t(k));

@@ -22,8 +22,11 @@ ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_ten
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
                                  int64_t n_head_kv) {
     ggml_tensor * probs = ggml_soft_max_ext(ctx, head_averaged_logits(ctx, q, keys, n_head_kv), mask, 1.0f, 0.0f);
-    ggml_tensor * per_row = ggml_sum_rows(ctx, ggml_cont(ctx, ggml_transpose(ctx, probs)));  // [1, n_kv]
-    return ggml_reshape_1d(ctx, per_row, per_row->ne[1]);
+    // the sum over queries (probs' second axis) as the outer product with a column of ones: one pass over
+    // probs, where transposing it first would copy the whole [n_kv, n_tokens] block through strided reads
+    const int64_t n_kv = probs->ne[0], n_tokens = probs->ne[1];
+    ggml_tensor * ones = ggml_reshape_2d(ctx, ggml_fill(ctx, ggml_view_1d(ctx, probs, n_tokens, 0), 1.0f), 1, n_tokens);
+    return ggml_reshape_1d(ctx, ggml_out_prod(ctx, probs, ones), n_kv);
 }
 
 ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors) {

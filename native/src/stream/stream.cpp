@@ -392,6 +392,24 @@ std::vector<float> om_stream::calibration_means() const {
     return calibration->means();
 }
 
+void om_stream::set_profile(bool on) {
+    if (!on) {
+        om::op_profile::detach(sched);
+        profile.reset();
+        return;
+    }
+    profile = std::make_unique<om::op_profile>();   // on again: from zero
+    profile->attach(sched);
+}
+
+std::vector<om_op_time> om_stream::profile_totals() const {
+    if (!profile) {
+        om::fail(OM_STATUS_INVALID_ARGUMENT, "the stream is not profiling: call om_stream_profile(stream, true) "
+                 "before the work to profile");
+    }
+    return profile->totals();
+}
+
 void om_stream::get_stats(om_stream_stats & out) const {
     const om::kv_cache & kv = memory->kv();
     out = om_stream_stats{};

@@ -6,6 +6,7 @@
 #include "memory/calibration.h"
 #include "model/qwen2vl.h"
 #include "model/model.h"
+#include "stream/op-profile.h"
 #include "stream/media-block.h"
 
 #include <chrono>
@@ -53,6 +54,10 @@ struct om_stream {
     void set_calibration(bool on);
     std::vector<float> calibration_means() const;
 
+    // Per-operation profile (om_stream_profile): while on, every graph is computed node by node and timed.
+    void set_profile(bool on);
+    std::vector<om_op_time> profile_totals() const;
+
     void get_stats(om_stream_stats & out) const;
     void get_layer_stats(int32_t il, om_layer_stats & out) const;
 
@@ -60,6 +65,7 @@ struct om_stream {
     om_stream_params params;
     std::unique_ptr<om::cache_manager> memory;
     std::unique_ptr<om::calibration> calibration;   // while calibrating
+    std::unique_ptr<om::op_profile> profile;         // while profiling
     std::vector<float> logits;           // of the last evaluated token; empty when unavailable
     int32_t n_tokens = 0;                // tokens fed
     int32_t next_pos = 0;                // 1 + the largest position on any axis so far (TMRoPE's rule)

@@ -1,0 +1,76 @@
+"""Stream.profile: per-operation totals against what the GGUF file says a decode step must read, and profiling
+leaving the results unchanged."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+import omnimem_cpp as om
+
+# the matrices a decode step multiplies by: every layer's attention and FFN projections, and the output head
+MATMUL_WEIGHT = re.compile(r"^(output|blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down)))\.weight$")
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gguf):
+    with om.Model(tiny_gguf("base", "f32"), n_threads=2) as m:
+        yield m
+
+
+def test_decode_profile_reads_every_weight_once_per_token(model, tiny_gguf):
+    from gguf import GGUFReader
+
+    tensors = GGUFReader(tiny_gguf("base", "f32")).tensors
+    weights = [t for t in tensors if MATMUL_WEIGHT.match(t.name)]
+    # one single-token product per matrix: the weights, and the token's F32 activations along their first axis
+    expected_bytes = sum(int(t.n_bytes) + 4 * int(t.shape[0]) for t in weights)
+    embeddings = next(t for t in tensors if t.name == "token_embd.weight")
+    embedding_row = int(embeddings.n_bytes) // int(embeddings.shape[1])
+
+    with model.stream(n_ctx=64, kv_type="f16") as s:
+        s.feed_tokens([5, 6, 7])
+        t0 = time.perf_counter()
+        with s.profile() as prof:
+            for token in range(10, 10 + STEPS):
+                s.feed_tokens([token])
+        wall = time.perf_counter() - t0
+
+    mm = prof["MUL_MAT"]
+    assert mm.nodes == STEPS * len(weights)
+    assert mm.bytes_read == STEPS * expected_bytes
+    assert prof["GET_ROWS"].bytes_read == STEPS * (embedding_row + 4)   # one row of the table, one int32 id
+    assert 0 < prof.seconds <= wall
+    assert all(op.seconds >= 0 and op.nodes > 0 for op in prof.ops)
+    assert [op.seconds for op in prof.ops] == sorted((op.seconds for op in prof.ops), reverse=True)
+    assert prof.launch_seconds is not None and prof.launch_seconds < prof.seconds / STEPS
+    assert "| MUL_MAT |" in prof.table(per=STEPS)
+
+
+def test_profiling_leaves_the_logits_unchanged(model):
+    ids = [3, 14, 15, 92, 65, 35]
+    with model.stream(n_ctx=64) as plain, model.stream(n_ctx=64) as profiled:
+        plain.feed_tokens(ids)
+        with profiled.profile():
+            profiled.feed_tokens(ids)
+        np.testing.assert_array_equal(profiled.logits(), plain.logits())
+        # off again: the same graphs, computed whole
+        plain.feed_tokens([7])
+        profiled.feed_tokens([7])
+        np.testing.assert_array_equal(profiled.logits(), plain.logits())
+
+
+def test_profile_starts_from_zero_and_missing_ops_are_named(model):
+    with model.stream(n_ctx=64) as s:
+        with s.profile() as first:
+            for token in (1, 2, 3):
+                s.feed_tokens([token])
+        with s.profile() as second:
+            s.feed_tokens([4])
+        assert first["MUL_MAT"].nodes == 3 * second["MUL_MAT"].nodes
+        with pytest.raises(KeyError, match="MUL_MAT"):
+            second["CONV_2D"]

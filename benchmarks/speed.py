@@ -17,7 +17,10 @@ Parts (--parts, comma-separated; all by default):
              context where filling it is affordable (--llama-max-tokens; beyond, a straight-line fit of the
              measured contexts, marked as such) (memory_scaling.py);
   ingest     one 2-second chunk stage by stage at 3B dimensions, beside libmtmd's towers, and what scoring
-             and compaction add to it under a budget (ingest_speed.py).
+             and compaction add to it under a budget (ingest_speed.py);
+  scoring    on the shipped AV-Recall model with its memory at --budget: the compaction pass per chunk, and
+             the attention received the prefill graph computes for it, measured against a stream at λ = 0
+             (scoring_cost.py).
 Every engine runs in its own child process: a crash (llama.cpp's AMX buffers on GCC 12 builds) shows in the
 table and the run goes on. Compare ratios within one run; the machine's speed drifts between runs.
 """
@@ -30,12 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import ingest_speed, memory_scaling, text_speed
+from . import ingest_speed, memory_scaling, scoring_cost, text_speed
 from .bandwidth import read_bandwidth_gbs
 from .random_gguf import WEIGHT_TYPES
 from .text_speed import DEFAULT_WORKDIR, busy_cpu_s, log, machine_description, own_cpu_s, write_report
 
-PARTS = ("bandwidth", "text", "stream", "ingest")
+PARTS = ("bandwidth", "text", "stream", "ingest", "scoring")
 DEFAULT_TYPES = "f16,q8_0,q4_0"
 DEFAULT_MINUTES = "1,60"
 QUICK_MINUTES = "0.5,2"
@@ -178,6 +181,14 @@ def ingest_rows(ingest: dict) -> list[list[str]]:
     return rows
 
 
+def scoring_rows(scoring: dict, budget: str) -> list[list[str]]:
+    share = scoring["scoring_share"]
+    return [[f"scoring ÷ ingest at omnimem@{budget}, the attention received in the prefill graph included "
+             f"(compaction pass {100 * scoring['compaction_share']:.1f} %, attention received "
+             f"{scoring['attention_received_ms']:.0f} of {scoring['ingest_ms']:.0f} ms a chunk)",
+             f"{100 * share:.1f} %", "", "", f"≤ {100 * BOUNDING_SHARE:.0f} %", _yes(share <= BOUNDING_SHARE)]]
+
+
 def format_table(found: dict, budget: str) -> str:
     header = ["measurement", "omnimem.cpp", "llama.cpp", "ours ÷ theirs", "target", "met"]
     rows = []
@@ -191,6 +202,8 @@ def format_table(found: dict, budget: str) -> str:
         rows += stream_rows(found["stream"], budget)
     if "ingest" in found:
         rows += ingest_rows(found["ingest"])
+    if "scoring" in found:
+        rows += scoring_rows(found["scoring"], budget)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
@@ -246,6 +259,10 @@ def measure(args: argparse.Namespace) -> dict:
         cfg = ingest_speed.ingest_config(args.threads, ingest_speed.DEFAULT_TEXT_TYPE, ingest_speed.DEFAULT_FRAME,
                                          args.repeats, args.seed, args.quick, args.workdir)
         found["ingest"] = ingest_speed.measure(cfg)
+    if "scoring" in args.parts:
+        log(f"scoring: omnimem@{args.budget} and its λ = 0 twin ...")
+        found["scoring"] = scoring_cost.measure(scoring_cost.config(
+            args.budget, 5 if args.quick else scoring_cost.DEFAULT_CHUNKS, args.repeats, 1, scoring_cost.DEFAULT_LAM, args.seed))
     if "bandwidth" in args.parts:
         # again at the end: this machine's speed drifts over minutes, and the ceiling is the faster reading
         if len(args.parts) > 1:

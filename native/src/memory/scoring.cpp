@@ -4,7 +4,12 @@
 
 namespace om {
 
-ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv) {
+namespace {
+
+// (sum_h q_ih . k_j,g(h)) for every key j and query i, and the factor that makes it the head average over
+// sqrt(d): the scale is left to the caller, so that a softmax can apply it in the same pass.
+ggml_tensor * summed_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv,
+                            float * scale) {
     const int64_t head_dim = q->ne[0], n_head = q->ne[1], n_tokens = q->ne[2];
     const int64_t group = n_head / n_head_kv;
     ggml_tensor * summed = q;
@@ -16,12 +21,23 @@ ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_ten
     summed = ggml_reshape_2d(ctx, ggml_cont(ctx, summed), head_dim * n_head_kv, n_tokens);
     ggml_tensor * logits = ggml_mul_mat(ctx, keys, summed);               // [n_kv, n_tokens]
     ggml_prec_set_acc(logits, GGML_PREC_F32);
-    return ggml_scale(ctx, logits, 1.0f / (float(n_head) * std::sqrt(float(head_dim))));
+    *scale = 1.0f / (float(n_head) * std::sqrt(float(head_dim)));
+    return logits;
+}
+
+} // namespace
+
+ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv) {
+    float scale = 0.0f;
+    ggml_tensor * logits = summed_logits(ctx, q, keys, n_head_kv, &scale);
+    return ggml_scale(ctx, logits, scale);
 }
 
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
                                  int64_t n_head_kv) {
-    ggml_tensor * probs = ggml_soft_max_ext(ctx, head_averaged_logits(ctx, q, keys, n_head_kv), mask, 1.0f, 0.0f);
+    float scale = 0.0f;
+    ggml_tensor * logits = summed_logits(ctx, q, keys, n_head_kv, &scale);
+    ggml_tensor * probs = ggml_soft_max_ext(ctx, logits, mask, scale, 0.0f);
     // the sum over queries (probs' second axis) as the outer product with a column of ones: one pass over
     // probs, where transposing it first would copy the whole [n_kv, n_tokens] block through strided reads
     const int64_t n_kv = probs->ne[0], n_tokens = probs->ne[1];

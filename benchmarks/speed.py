@@ -90,12 +90,17 @@ def text_rows(text: dict, bandwidth: float | None) -> list[list[str]]:
                 rows.append([f"{wtype.upper()} decode: weights read per second ÷ read-only bandwidth",
                              f"{share:.2f}" if share else "–", f"{theirs_share:.2f}" if theirs_share else "–", "",
                              f"≥ {DECODE_VS_BANDWIDTH:.2f}", _yes(None if share is None else share >= DECODE_VS_BANDWIDTH)])
-                profiled = text_speed.matmul_share(results)
+                profiled = text_speed.matmul_share(results, "decode")
                 if profiled:
-                    mm_share, mm_gbs = profiled
+                    mm_share, mm_gbs, _ = profiled
                     rows.append([f"{wtype.upper()} decode, every node timed alone: matrix products' share of the "
                                  "time; their read rate ÷ read-only bandwidth",
                                  f"{100 * mm_share:.0f} %; {mm_gbs / bandwidth:.2f}", "", "", "", ""])
+            if kind == "prefill" and (profiled := text_speed.matmul_share(results, "prefill")):
+                mm_share, _, mm_gflops = profiled
+                rows.append([f"{wtype.upper()} prefill, every node timed alone: matrix products' share of the "
+                             "time; their arithmetic rate", f"{100 * mm_share:.0f} %; {mm_gflops:.0f} GFLOP/s",
+                             "", "", "", ""])
     return rows
 
 
@@ -309,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
           + (" (--quick: a smoke run, not a measurement)" if args.quick else ""))
     print(format_table(found, args.budget))
     if "text" in found:
-        print(text_speed.profile_tables(found["text"]["results"], found["text"]["config"]["decode"]))
+        print(text_speed.profile_tables(found["text"]["results"], found["text"]["config"]))
     print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
     if args.json:

@@ -232,12 +232,15 @@ def _child(conn, engine_name: str, mode: str, path: str, cfg: dict) -> None:
         conn.send(("decode", _timed_rates(cfg["repeats"], len(steps), lambda: engine.reset(SHORT_PROMPT), decode)))
         if hasattr(engine, "profile"):   # omnimem.cpp: where the same decode steps spend their time
             engine.reset(SHORT_PROMPT)
-            conn.send(("profile", engine.profile(decode)))
+            conn.send(("profile", {"kind": "decode", "ops": engine.profile(decode)}))
 
         engine.reset(0)
         engine.feed(prompt[:WARMUP_BATCH])
         conn.send(("prefill", _timed_rates(cfg["repeats"], len(prompt), lambda: engine.reset(0),
                                            lambda: engine.feed(prompt))))
+        if hasattr(engine, "profile"):
+            engine.reset(0)
+            conn.send(("profile", {"kind": "prefill", "ops": engine.profile(lambda: engine.feed(prompt))}))
     except Exception as e:
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -267,7 +270,7 @@ def run_child(engine: str, mode: str, path: Path, cfg: dict) -> dict:
         if kind in ("decode", "prefill"):
             out[kind] = {**payload, "median": statistics.median(payload["runs"])}
         elif kind == "profile":
-            out["decode_profile"] = payload
+            out[f"{payload['kind']}_profile"] = payload["ops"]
         else:
             status = "unavailable" if kind == "unavailable" else "error"
             out["message"] = payload
@@ -377,9 +380,13 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
     return "\n".join(lines)
 
 
-def _decode_profile(results: list[dict]):
-    """omnimem.cpp's per-operation profile of its decode steps among one type's results, or None."""
-    ops = next((r.get("decode_profile") for r in results if r["engine"] == "omnimem.cpp"), None)
+PROFILED = ("decode", "prefill")
+
+
+def omnimem_profile(results: list[dict], kind: str):
+    """omnimem.cpp's per-operation profile of its decode steps or prefill batch among one type's results, or
+    None."""
+    ops = next((r.get(f"{kind}_profile") for r in results if r["engine"] == "omnimem.cpp"), None)
     if not ops:
         return None
     from omnimem_cpp.profile import OpTime, Profile
@@ -387,26 +394,28 @@ def _decode_profile(results: list[dict]):
     return Profile([OpTime(**op) for op in ops])
 
 
-def matmul_share(results: list[dict]) -> tuple[float, float] | None:
-    """From omnimem.cpp's decode profile: the matrix products' share of the node time, and the rate (GB/s) at
-    which they read their operands when each is timed alone."""
-    prof = _decode_profile(results)
+def matmul_share(results: list[dict], kind: str) -> tuple[float, float, float] | None:
+    """From omnimem.cpp's profile of `kind`: the matrix products' share of the node time, the rate (GB/s) at
+    which they read their operands and their arithmetic rate (GFLOP/s), each node timed alone."""
+    prof = omnimem_profile(results, kind)
     if prof is None or prof.seconds <= 0:
         return None
     mm = prof["MUL_MAT"]
-    return mm.seconds / prof.seconds, mm.read_gbs
+    return mm.seconds / prof.seconds, mm.read_gbs, mm.gflops
 
 
-def profile_tables(all_results: dict[str, list[dict]], n_tokens: int) -> str:
-    """omnimem.cpp's decode steps per operation, one markdown table per weight type."""
+def profile_tables(all_results: dict[str, list[dict]], cfg: dict) -> str:
+    """omnimem.cpp's decode steps and prefill batch per operation, per token, one markdown table each."""
     parts = []
     for wtype, results in all_results.items():
-        prof = _decode_profile(results)
-        if prof is not None:
-            launch = prof.launch_seconds
-            parts.append(f"\n{wtype.upper()} decode, omnimem.cpp, per operation ({n_tokens} steps, every node "
-                         "timed alone" + (f"; a launch takes {1e6 * launch:.1f} µs" if launch else "") + "):\n"
-                         + prof.table(per=n_tokens))
+        for kind, n_tokens, what in (("decode", cfg["decode"], f"{cfg['decode']} single-token steps"),
+                                     ("prefill", cfg["prompt"], f"one {cfg['prompt']}-token batch")):
+            prof = omnimem_profile(results, kind)
+            if prof is not None:
+                launch = prof.launch_seconds
+                parts.append(f"\n{wtype.upper()} {kind}, omnimem.cpp, per operation ({what}, every node timed alone"
+                             + (f"; a launch takes {1e6 * launch:.1f} µs" if launch else "") + "):\n"
+                             + prof.table(per=n_tokens))
     return "\n".join(parts)
 
 
@@ -492,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nQwen2.5-Omni-3B text dims, random weights, {args.threads} threads, prefill = one {args.prompt}-token "
           f"batch, decode = {args.decode} steps; medians of {args.repeats}")
     print(table(all_results, weight_bytes))
-    print(profile_tables(all_results, args.decode))
+    print(profile_tables(all_results, cfg))
     print(f"\n{wall_s:.0f} s; other processes used {others_cpu_s:.0f} CPU-s meanwhile "
           f"({100 * others_cpu_s / (wall_s * os.cpu_count()):.0f}% of this machine)")
     if args.json:

@@ -29,12 +29,18 @@ class OpTime:
     op: str            # ggml's name: "MUL_MAT", "SOFT_MAX", "SILU", ...
     nodes: int         # graph nodes of this operation computed
     seconds: float     # their time, each node timed alone (its launch included)
-    bytes_read: int    # bytes of their operands (for MUL_MAT the weights and the activations)
+    bytes_read: int    # bytes of the operands they read (for MUL_MAT the weights and the activations)
+    flops: int = 0     # floating-point operations of matrix products (MUL_MAT); 0 for other ops
 
     @property
     def read_gbs(self) -> float | None:
         """The rate its operands were read at (GB/s), or None for views and untimed ops."""
         return self.bytes_read / self.seconds / 1e9 if self.bytes_read and self.seconds > 0 else None
+
+    @property
+    def gflops(self) -> float | None:
+        """Its arithmetic rate (GFLOP/s) for matrix products, else None."""
+        return self.flops / self.seconds / 1e9 if self.flops and self.seconds > 0 else None
 
 
 class Profile:
@@ -64,15 +70,19 @@ class Profile:
 
     def table(self, per: int = 1, unit: str = "token") -> str:
         """A markdown table, most time first: nodes, milliseconds and bytes per `per` units of work (e.g. the
-        number of decode steps profiled), each op's share of the node time and its read rate."""
+        number of decode steps profiled), each op's share of the node time, its read rate and, for matrix
+        products, its arithmetic rate."""
         total = self.seconds or 1.0
-        lines = [f"| op | nodes per {unit} | ms per {unit} | share | MB read per {unit} | GB/s |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"| op | nodes per {unit} | ms per {unit} | share | MB read per {unit} | GB/s | GFLOP/s |",
+                 "|---|---|---|---|---|---|---|"]
+
+        def rate(value: float | None) -> str:
+            return "" if value is None else f"{value:.1f}"
+
         for op in self.ops:
-            gbs = op.read_gbs
             lines.append(f"| {op.op} | {op.nodes / per:g} | {1e3 * op.seconds / per:.3f} | "
                          f"{100 * op.seconds / total:.1f} % | {op.bytes_read / per / 1e6:.1f} | "
-                         f"{'' if gbs is None else f'{gbs:.1f}'} |")
+                         f"{rate(op.read_gbs)} | {rate(op.gflops)} |")
         return "\n".join(lines)
 
     def _read(self, handle) -> None:
@@ -82,5 +92,5 @@ class Profile:
             check(status)
         out = ffi.new("om_op_time[]", max(1, n[0]))
         check(lib.om_stream_get_profile(handle, out, n[0], n))
-        self.ops = [OpTime(ffi.string(e.op).decode(), int(e.n_nodes), float(e.seconds), int(e.bytes_read))
-                    for e in out[0:n[0]]]
+        self.ops = [OpTime(ffi.string(e.op).decode(), int(e.n_nodes), float(e.seconds), int(e.bytes_read),
+                           int(e.flops)) for e in out[0:n[0]]]

@@ -56,6 +56,8 @@ def test_text_rows_compare_with_the_best_llama_mode_that_did_not_crash():
     ours = run("omnimem.cpp", "ours", 6.0, 33.0)
     ours["decode_profile"] = [{"op": "MUL_MAT", "nodes": 8, "seconds": 0.8, "bytes_read": 12_000_000_000},
                               {"op": "ADD", "nodes": 8, "seconds": 0.2, "bytes_read": 1000}]
+    ours["prefill_profile"] = [{"op": "MUL_MAT", "nodes": 8, "seconds": 9.0, "bytes_read": 10, "flops": 1.8e12},
+                               {"op": "SOFT_MAX", "nodes": 8, "seconds": 1.0, "bytes_read": 10}]
     text = {"decode_weight_bytes": {"q8_0": 3e9},
             "results": {"q8_0": [run("llama.cpp", "default (AMX)", 8.0, "crash (SIGSEGV)"),
                                  run("llama.cpp", "plain", 4.0, 30.0), ours]}}
@@ -68,16 +70,21 @@ def test_text_rows_compare_with_the_best_llama_mode_that_did_not_crash():
     assert bandwidth[1:3] == ["0.60", "0.80"]                # 6 and 8 tok/s × 3 GB ÷ 30 GB/s
     profiled = next(r for r in rows.values() if r[0].startswith("Q8_0 decode, every node timed alone"))
     assert profiled[1] == "80 %; 0.50"                         # 0.8 of 1.0 s; 12 GB in 0.8 s ÷ 30 GB/s
+    profiled = next(r for r in rows.values() if r[0].startswith("Q8_0 prefill, every node timed alone"))
+    assert profiled[1] == "90 %; 200 GFLOP/s"                  # 9 of 10 s; 1.8 TFLOP in 9 s
 
 
 def test_decode_child_profiles_omnimem_decode_steps(tiny_gguf):
     cfg = {**text_speed.text_config(threads=1, prompt=16, decode=4, repeats=1, seed=0), "n_vocab_normal": 100}
     found = text_speed.run_child("omnimem.cpp", "repack", tiny_gguf("base", "f32"), cfg)
     assert found["decode"]["median"] > 0 and found["prefill"]["median"] > 0
-    ops = {op["op"]: op for op in found["decode_profile"]}
-    assert ops["MUL_MAT"]["nodes"] == 4 * (7 * 2 + 1)          # 4 steps × (7 matrices × 2 layers + the head)
-    table = text_speed.profile_tables({"q8_0": [{"engine": "omnimem.cpp", **found}]}, n_tokens=4)
-    assert "Q8_0 decode, omnimem.cpp, per operation (4 steps" in table and "| MUL_MAT | 15 |" in table
+    decode = {op["op"]: op for op in found["decode_profile"]}
+    assert decode["MUL_MAT"]["nodes"] == 4 * (7 * 2 + 1)       # 4 steps × (7 matrices × 2 layers + the head)
+    prefill = {op["op"]: op for op in found["prefill_profile"]}
+    assert prefill["MUL_MAT"]["nodes"] == 7 * 2 + 1            # one batch; the head for its last token only
+    table = text_speed.profile_tables({"q8_0": [{"engine": "omnimem.cpp", **found}]}, cfg)
+    assert "Q8_0 decode, omnimem.cpp, per operation (4 single-token steps" in table and "| MUL_MAT | 15 |" in table
+    assert "Q8_0 prefill, omnimem.cpp, per operation (one 16-token batch" in table
 
 
 def test_bench_speed_cheap_parts_end_to_end(tmp_path):

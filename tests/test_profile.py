@@ -44,6 +44,9 @@ def test_decode_profile_reads_every_weight_once_per_token(model, tiny_gguf):
     assert mm.nodes == STEPS * len(weights)
     assert mm.bytes_read == STEPS * expected_bytes
     assert prof["GET_ROWS"].bytes_read == STEPS * (embedding_row + 4)   # one row of the table, one int32 id
+    # a product of an [in, out] matrix with one token: in·out multiply-adds
+    assert mm.flops == STEPS * sum(2 * int(t.shape[0]) * int(t.shape[1]) for t in weights)
+    assert all(op.flops == 0 for op in prof.ops if op.op != "MUL_MAT")
     assert 0 < prof.seconds <= wall
     assert all(op.seconds >= 0 and op.nodes > 0 for op in prof.ops)
     assert [op.seconds for op in prof.ops] == sorted((op.seconds for op in prof.ops), reverse=True)

@@ -389,6 +389,8 @@ typedef struct om_op_time {
     double  seconds;     // their time, each node timed alone (launch included)
     int64_t bytes_read;  // bytes of the operands they read: for MUL_MAT the weights and the activations,
                          // for GET_ROWS the rows picked; not the destination a copy writes into; 0 for views
+    int64_t flops;       // floating-point operations of matrix products (MUL_MAT: 2 per multiply-add); 0 for
+                         // other operations
 } om_op_time;
 
 // What the profile measured since it was turned on, one entry per operation, most time first. If capacity is

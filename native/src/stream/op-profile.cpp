@@ -41,6 +41,9 @@ bool op_profile::observe(ggml_tensor * node, bool ask, void * self) {
     total & t = p.by_op_[ggml_op_desc(node)];
     t.nodes += 1;
     t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started_).count();
+    if (node->op == GGML_OP_MUL_MAT) {
+        t.flops += 2 * node->src[0]->ne[0] * ggml_nelements(node);   // every output a dot product of ne[0] terms
+    }
     if (node->op == GGML_OP_GET_ROWS) {
         // a lookup reads the rows it picks, not its whole table (the token embeddings)
         t.bytes_read += int64_t(ggml_row_size(node->src[0]->type, node->src[0]->ne[0]) * ggml_nrows(node) +
@@ -64,6 +67,7 @@ std::vector<om_op_time> op_profile::totals() const {
         e.n_nodes = t.nodes;
         e.seconds = t.seconds;
         e.bytes_read = t.bytes_read;
+        e.flops = t.flops;
         out.push_back(e);
     }
     std::stable_sort(out.begin(), out.end(), [](const om_op_time & a, const om_op_time & b) {

@@ -29,6 +29,7 @@ private:
         int64_t nodes = 0;
         double seconds = 0.0;
         int64_t bytes_read = 0;
+        int64_t flops = 0;
     };
     std::map<std::string, total> by_op_;
     std::chrono::steady_clock::time_point started_;   // of the node being computed

@@ -197,7 +197,8 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
         written[:] = write_report(rows, settings, command, pathlib.Path(args.report), time.perf_counter() - start,
                                   streams)
 
-    rows = run_benchmark(settings, progress=not args.json, on_stream=report_so_far if args.report else None)
+    rows = run_benchmark(settings, progress=not args.json, on_stream=report_so_far if args.report else None,
+                         cache_dir=pathlib.Path(args.cache) if args.cache else None)
     seconds = time.perf_counter() - start
     if args.json:
         print(json.dumps({"results": rows}))
@@ -347,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "policy and budget, plus `full` as the ceiling, then ask each stream the same questions about "
                     "what it saw and heard. Prints accuracy per question family and the K/V memory of each cell.",
         epilog="Examples:\n  omnimem bench avrecall --quick\n"
-               "  omnimem bench avrecall --minutes 1,5,20 --budgets 128,256,512,1024 --report docs/\n"
+               "  omnimem bench avrecall --minutes 1,5,20 --budgets 128,256,512,1024 --report docs/ --cache runs/\n"
                "  omnimem bench avrecall --quick --json | jq '.results[] | select(.question_type == \"all\")'")
     p.add_argument("--quick", action="store_true", help="two 1-minute streams, budgets 128 and 512 (a few minutes "
                                                         "on 2 cores)")
@@ -365,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print {"results": [{policy, budget, minutes, question_type, accuracy, kv_bytes, n}]}')
     p.add_argument("--report", metavar="DIR", help="also write the tables (markdown, JSON) and PNG plots to DIR")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="keep every cell's answers on every stream in DIR, keyed by the model files' contents; a "
+                        "rerun takes what it finds there, so a run stopped midway goes on where it stopped, and "
+                        "runs of other lengths, budgets or policies share the cells they have in common")
     p.set_defaults(func=_cmd_bench_avrecall)
     from .benchmarks import speed   # its options are the benchmark module's own
 

@@ -21,7 +21,7 @@ import numpy as np
 
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream
-from omnimem_cpp.avrecall.bench import audio_rows, fed_cells, parse_policy, shares_kept
+from omnimem_cpp.avrecall.bench import FULL, audio_rows, fed_cells, parse_policy, shares_kept
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 
 
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
 
     av = AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
     with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
-            fed_cells(model, av, specs, budgets) as cells:
-        kinds = audio_row_kinds(cells[("full", None)].layer_rows(0), av.timeline, args.edge)
+            fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
+        kinds = audio_row_kinds(cells[FULL].layer_rows(0), av.timeline, args.edge)
         print(f"audio rows: {', '.join(f'{len(t)} {k}' for k, t in kinds.items())} "
               f"(edge: within {args.edge} rows of a change of tone)")
         print(f"{'policy':<24}{'budget':>8}{'edge':>8}{'inner':>8}{'background':>12}")

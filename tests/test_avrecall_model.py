@@ -4,6 +4,7 @@ promises."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -151,6 +152,31 @@ def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
         else:
             assert r["sound_rows_kept"] == r["audio_rows_kept"] == 1.0
     assert json.loads(json.dumps({"results": rows}))["results"] == rows
+
+
+def test_the_cell_cache_runs_only_the_cells_it_lacks(tmp_path, monkeypatch):
+    from omnimem_cpp.avrecall import bench
+
+    settings = BenchSettings(minutes=(0.5,), budgets=(32,), policies=("uniform",), seeds=1, questions=6, threads=2)
+    first = run_benchmark(settings, progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2          # full and uniform@32 on the one stream
+    fed, feed = [], bench.fed_cells
+
+    def spy(model, av, cells, progress=True):
+        fed.append([(spec.name, budget) for spec, budget in cells])
+        return feed(model, av, cells, progress)
+
+    monkeypatch.setattr(bench, "fed_cells", spy)
+    assert run_benchmark(settings, progress=False, cache_dir=tmp_path) == first and fed == []
+    wider = dataclasses.replace(settings, budgets=(32, 64))
+    rows = run_benchmark(wider, progress=False, cache_dir=tmp_path)
+    assert fed == [[("uniform", 64)]]                        # with the full memory, for where the sounds are
+    assert rows == run_benchmark(wider, progress=False)      # what a run without the cache measures
+    # other model files are other keys
+    config = bench.stream_configs(0.5, 1, 6)[0]
+    stored = bench.CellCache(tmp_path, MODEL, PROJECTOR).get(config, bench.FULL)
+    assert (stored.policy, stored.budget, stored.seed, len(stored.answers)) == ("full", None, config.seed, 6)
+    assert bench.CellCache(tmp_path, PROJECTOR, MODEL).get(config, bench.FULL) is None
 
 
 def test_a_policy_spec_carries_its_settings_into_the_stream():

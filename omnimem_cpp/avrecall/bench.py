@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import pathlib
 from dataclasses import dataclass, field
@@ -172,19 +173,21 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
     return configs
 
 
+FULL = ("full", None)
+
+
 @contextlib.contextmanager
-def fed_cells(model, av: AVRecallStream, specs, budgets, progress: bool = True):
+def fed_cells(model, av: AVRecallStream, cells, progress: bool = True):
     """Streams of ``model`` fed every chunk of ``av`` in lockstep, their media closed, as {(policy, budget):
-    stream}: the full memory as ``("full", None)``, then each :class:`PolicySpec` at each budget. They are
-    closed on leaving the block."""
+    stream}: the full memory as FULL, then each (:class:`PolicySpec`, budget) of ``cells``. They are closed
+    on leaving the block."""
     config = av.config
     n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     streams = {}
     try:
-        streams[("full", None)] = model.stream(n_ctx=n_ctx)
-        for spec in specs:
-            for budget in budgets:
-                streams[(spec.name, budget)] = spec.stream(model, budget)
+        streams[FULL] = model.stream(n_ctx=n_ctx)
+        for spec, budget in cells:
+            streams[(spec.name, budget)] = spec.stream(model, budget)
         label = f"{config.seconds / 60:g} min, seed {config.seed}"
         for chunk in tqdm(av, total=len(av), unit="chunk", desc=label, disable=not progress, leave=False):
             for s in streams.values():
@@ -197,21 +200,66 @@ def fed_cells(model, av: AVRecallStream, specs, budgets, progress: bool = True):
             s.close()
 
 
-def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True) -> list:
-    """Feeds one AV-Recall stream into every cell and asks it the stream's questions."""
-    av = AVRecallStream(config)
-    with fed_cells(model, av, map(parse_policy, settings.policies), settings.budgets, progress) as streams:
-        audio, sounds = sound_rows(streams[("full", None)].layer_rows(0), av.timeline)
-        results = []
-        for (policy, budget), s in streams.items():
-            sounds_kept, audio_kept = shares_kept(s, sounds, audio)
-            result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes,
-                                  sound_rows_kept=sounds_kept, audio_rows_kept=audio_kept)
-            for q in av.questions:
-                answer = normalise_answer(s.ask(q.text, max_tokens=4))
-                result.answers.append((q.family, q.kind, q.answer, answer))
-            results.append(result)
-        return results
+class CellCache:
+    """Each cell's result on one stream, as a JSON file in ``folder`` named by a digest of the model files'
+    contents, the stream's config and the cell: a run that finds a cell's file does not run that cell again.
+    So a long run stopped midway goes on where it stopped, and runs of other lengths, budgets or policies
+    with the same model share what they have in common."""
+
+    VERSION = 1     # of the stored form and of what a cell measures; bump it when either changes
+
+    def __init__(self, folder: pathlib.Path, model: pathlib.Path, mmproj: pathlib.Path):
+        self.folder = pathlib.Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.files = [hashlib.sha256(pathlib.Path(f).read_bytes()).hexdigest() for f in (model, mmproj)]
+
+    def _path(self, config: AVRecallConfig, cell: tuple) -> pathlib.Path:
+        key = json.dumps([self.VERSION, self.files, dataclasses.asdict(config), list(cell)], sort_keys=True)
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def get(self, config: AVRecallConfig, cell: tuple) -> Optional[StreamResult]:
+        path = self._path(config, cell)
+        if not path.exists():
+            return None
+        stored = json.loads(path.read_text())
+        return StreamResult(**{**stored, "answers": [tuple(a) for a in stored["answers"]]})
+
+    def put(self, config: AVRecallConfig, result: StreamResult) -> None:
+        path = self._path(config, (result.policy, result.budget))
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(dataclasses.asdict(result)))
+        partial.replace(path)       # a run killed while writing leaves no half file behind
+
+
+def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True,
+               cache: Optional[CellCache] = None) -> list:
+    """Feeds one AV-Recall stream into every cell (FULL first, then each policy at each budget) and asks it the
+    stream's questions. Cells found in ``cache`` are taken from it; the others are run (with FULL, whose
+    rows tell where the sounds are) and stored there."""
+    wanted = [(spec, budget) for spec in map(parse_policy, settings.policies) for budget in settings.budgets]
+    found = {}
+    if cache is not None:
+        for cell in [FULL] + [(spec.name, budget) for spec, budget in wanted]:
+            if (result := cache.get(config, cell)) is not None:
+                found[cell] = result
+    missing = [(spec, budget) for spec, budget in wanted if (spec.name, budget) not in found]
+    if missing or FULL not in found:
+        av = AVRecallStream(config)
+        with fed_cells(model, av, missing, progress) as streams:
+            audio, sounds = sound_rows(streams[FULL].layer_rows(0), av.timeline)
+            for (policy, budget), s in streams.items():
+                if (policy, budget) in found:
+                    continue            # FULL, fed again only for where the sounds are
+                sounds_kept, audio_kept = shares_kept(s, sounds, audio)
+                result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes,
+                                      sound_rows_kept=sounds_kept, audio_rows_kept=audio_kept)
+                for q in av.questions:
+                    answer = normalise_answer(s.ask(q.text, max_tokens=4))
+                    result.answers.append((q.family, q.kind, q.answer, answer))
+                found[(policy, budget)] = result
+                if cache is not None:
+                    cache.put(config, result)
+    return [found[cell] for cell in [FULL] + [(spec.name, budget) for spec, budget in wanted]]
 
 
 def _mean(values) -> Optional[float]:
@@ -244,18 +292,21 @@ def summarise(results: list) -> list:
 
 
 def run_benchmark(settings: BenchSettings, progress: bool = True,
-                  on_stream: Optional[Callable[[list, dict], None]] = None) -> list:
+                  on_stream: Optional[Callable[[list, dict], None]] = None,
+                  cache_dir: Optional[pathlib.Path] = None) -> list:
     """Runs every stream of the settings, shortest first, and returns the summary rows (see :func:`summarise`).
     After each stream, ``on_stream(rows, streams)`` gets the summary so far and the streams run per length
-    ({minutes: count}), so a long run stopped midway keeps what it measured."""
+    ({minutes: count}), so a long run stopped midway keeps what it measured. With ``cache_dir``, each cell's
+    result is kept there and taken from there by later runs (:class:`CellCache`)."""
     from ..model import Model
 
     results, streams = [], {}
+    cache = CellCache(cache_dir, settings.model, settings.mmproj) if cache_dir is not None else None
     # the cells are fed in lockstep, so one cached output per tower lets each chunk be encoded once for all
     with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads, encoder_cache=1) as model:
         jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
         for cfg in tqdm(jobs, unit="stream", desc="AV-Recall", disable=not progress):
-            results += run_stream(model, cfg, settings, progress)
+            results += run_stream(model, cfg, settings, progress, cache)
             streams[cfg.seconds / 60] = streams.get(cfg.seconds / 60, 0) + 1
             if on_stream:
                 on_stream(summarise(results), dict(streams))

@@ -51,10 +51,12 @@ def run_stream(model, media: SyntheticMedia, budget: int | str, lam: float, chun
             s.feed(video=frames, audio=pcm, fps=FPS)
         others = _others_share(busy0, own0, time.perf_counter() - t0)
         after = s.stats()
-    per_chunk = {key: 1e3 * (getattr(after, key) - getattr(before, key)) / chunks
-                 for key in ("ingest_seconds", "score_seconds", "compact_seconds")}
-    return {"ingest_ms": per_chunk["ingest_seconds"], "score_ms": per_chunk["score_seconds"],
-            "compact_ms": per_chunk["compact_seconds"], "compactions": after.compactions - before.compactions,
+
+    def ms_per_chunk(timer: str) -> float:
+        return 1e3 * (getattr(after, timer) - getattr(before, timer)) / chunks
+
+    return {"ingest_ms": ms_per_chunk("ingest_seconds"), "score_ms": ms_per_chunk("score_seconds"),
+            "compact_ms": ms_per_chunk("compact_seconds"), "compactions": after.compactions - before.compactions,
             "warm_chunks": i, "others_cpu_share": round(others, 3)}
 
 

@@ -380,9 +380,6 @@ def table(all_results: dict[str, list[dict]], weight_bytes: dict[str, int]) -> s
     return "\n".join(lines)
 
 
-PROFILED = ("decode", "prefill")
-
-
 def omnimem_profile(results: list[dict], kind: str):
     """omnimem.cpp's per-operation profile of its decode steps or prefill batch among one type's results, or
     None."""

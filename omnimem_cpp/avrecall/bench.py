@@ -237,9 +237,10 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
     stream's questions. Cells found in ``cache`` are taken from it; the others are run (with FULL, whose
     rows tell where the sounds are) and stored there."""
     wanted = [(spec, budget) for spec in map(parse_policy, settings.policies) for budget in settings.budgets]
+    cells = [FULL] + [(spec.name, budget) for spec, budget in wanted]
     found = {}
     if cache is not None:
-        for cell in [FULL] + [(spec.name, budget) for spec, budget in wanted]:
+        for cell in cells:
             if (result := cache.get(config, cell)) is not None:
                 found[cell] = result
     missing = [(spec, budget) for spec, budget in wanted if (spec.name, budget) not in found]
@@ -259,7 +260,7 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
                 found[(policy, budget)] = result
                 if cache is not None:
                     cache.put(config, result)
-    return [found[cell] for cell in [FULL] + [(spec.name, budget) for spec, budget in wanted]]
+    return [found[cell] for cell in cells]
 
 
 def _mean(values) -> Optional[float]:

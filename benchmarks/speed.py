@@ -265,7 +265,7 @@ def measure(args: argparse.Namespace) -> dict:
                                          args.repeats, args.seed, args.quick, args.workdir)
         found["ingest"] = ingest_speed.measure(cfg)
     if "scoring" in args.parts:
-        log(f"scoring: omnimem@{args.budget} and its λ = 0 twin ...")
+        log(f"scoring: omnimem@{args.budget}, profiled ...")
         found["scoring"] = scoring_cost.measure(scoring_cost.config(
             args.budget, 5 if args.quick else scoring_cost.DEFAULT_CHUNKS, args.repeats, 1, scoring_cost.DEFAULT_LAM, args.seed))
     if "bandwidth" in args.parts:

@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", type=_names,
                    help=f"bounded policies to compare, comma-separated, or \"\" for full alone (default: all of "
                         f"{', '.join(p for p in POLICIES if p != 'full')}); a policy may carry settings, "
-                        "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, n_sink, seed, av_ratio)")
+                        "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, n_sink, seed, score_queries, av_ratio)")
     p.add_argument("--seeds", type=int, help="streams per length (default 3)")
     p.add_argument("--questions", type=int, help="questions per stream (default 24)")
     p.add_argument("--model", help="text-model GGUF (default: the shipped AV-Recall model)")

@@ -200,8 +200,10 @@ def read_stats(handle) -> StreamStats:
 
 
 def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text_cap: int, n_extra: int,
-                redundancy: str) -> None:
+                redundancy: str, score_queries: int) -> None:
     """Writes the policy's parameters into an ``om_memory_params`` (budget excluded)."""
+    if score_queries < 0:
+        raise InvalidArgumentError(f"score_queries must be 0 (every query) or positive, got {score_queries}")
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")
     if redundancy not in REDUNDANCY:
@@ -213,6 +215,7 @@ def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text
     memory.text_cap = text_cap
     memory.n_extra = n_extra
     memory.redundancy = REDUNDANCY[redundancy]
+    memory.n_score_queries = score_queries
 
 
 def stream_budget(model: "Model", params, budget: Union[Budget, int, str, os.PathLike, dict, None]):
@@ -243,6 +246,7 @@ def select(
     lam: float = 0.02,
     n_sink: int = 4,
     seed: int = 0,
+    score_queries: int = 32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer's selection on given arrays, with the same native code a stream compacts with.
 
@@ -254,6 +258,8 @@ def select(
         queries: ``[c, n_head, head_dim]`` the chunk's queries after RoPE; keys: ``[n, n_head_kv, head_dim]``
             after RoPE.
         history: ``[n - c]`` running importance of the memory rows, or None.
+        score_queries: how many of the chunk's queries measure the attention received, as in a stream
+            (see :class:`~omnimem_cpp.Stream`); 0: all of them.
 
     Returns:
         ``(kept, importance)``: kept row indices, ascending, and each row's importance after the running
@@ -265,7 +271,7 @@ def select(
     n = mods.size
     params = ffi.new("om_memory_params *")
     fill_params(params, policy=policy, lam=lam, n_sink=n_sink, seed=seed, text_cap=0, n_extra=0,
-                redundancy="hidden")
+                redundancy="hidden", score_queries=score_queries)
     keep_alive = []
 
     def buffer(array: Optional[np.ndarray], shape_ok, what: str):

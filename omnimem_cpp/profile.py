@@ -8,7 +8,9 @@ Example::
 
 While profiling, the runtime computes each graph one node at a time and times every node, so a profiled run is
 slower than a plain one by one launch per node; the no-op view nodes ("VIEW", "RESHAPE", "PERMUTE",
-"TRANSPOSE") measure that launch, and :attr:`Profile.launch_seconds` gives it per node.
+"TRANSPOSE") measure that launch, and :attr:`Profile.launch_seconds` gives it per node. The nodes that measure
+the attention received for the cache manager, which a bounded stream's prefill graphs compute beside the
+model, have entries of their own (``scoring``; :attr:`Profile.scoring_seconds`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class OpTime:
     seconds: float     # their time, each node timed alone (its launch included)
     bytes_read: int    # bytes of the operands they read (for MUL_MAT the weights and the activations)
     flops: int = 0     # floating-point operations of matrix products (MUL_MAT); 0 for other ops
+    scoring: bool = False  # nodes measuring the attention received for the cache manager, not the model's
 
     @property
     def read_gbs(self) -> float | None:
@@ -55,6 +58,11 @@ class Profile:
         return sum(op.seconds for op in self.ops)
 
     @property
+    def scoring_seconds(self) -> float:
+        """The time of the nodes that measured the attention received for the cache manager."""
+        return sum(op.seconds for op in self.ops if op.scoring)
+
+    @property
     def launch_seconds(self) -> float | None:
         """The mean time of a no-op view node: what timing one node alone adds to each node, or None
         if no view node was computed."""
@@ -63,8 +71,9 @@ class Profile:
         return sum(op.seconds for op in views) / nodes if nodes else None
 
     def __getitem__(self, op: str) -> OpTime:
+        """The model's nodes of operation ``op`` (scoring's are apart: :attr:`ops`)."""
         for entry in self.ops:
-            if entry.op == op:
+            if entry.op == op and not entry.scoring:
                 return entry
         raise KeyError(f"{op!r} was not computed; computed: {', '.join(e.op for e in self.ops)}")
 
@@ -80,7 +89,8 @@ class Profile:
             return "" if value is None else f"{value:.1f}"
 
         for op in self.ops:
-            lines.append(f"| {op.op} | {op.nodes / per:g} | {1e3 * op.seconds / per:.3f} | "
+            name = f"{op.op} (scoring)" if op.scoring else op.op
+            lines.append(f"| {name} | {op.nodes / per:g} | {1e3 * op.seconds / per:.3f} | "
                          f"{100 * op.seconds / total:.1f} % | {op.bytes_read / per / 1e6:.1f} | "
                          f"{rate(op.read_gbs)} | {rate(op.gflops)} |")
         return "\n".join(lines)
@@ -93,4 +103,4 @@ class Profile:
         out = ffi.new("om_op_time[]", max(1, n[0]))
         check(lib.om_stream_get_profile(handle, out, n[0], n))
         self.ops = [OpTime(ffi.string(e.op).decode(), int(e.n_nodes), float(e.seconds), int(e.bytes_read),
-                           int(e.flops)) for e in out[0:n[0]]]
+                           int(e.flops), bool(e.scoring)) for e in out[0:n[0]]]

@@ -63,6 +63,9 @@ class Stream(NativeHandle):
         text_cap: the most text rows kept after the first media (the oldest go first); 0: all text is kept.
         lam: OmniMem's exponent λ on the attention a row received (0: redundancy alone).
         n_sink: ``"sink-window"``'s first media rows; seed: ``"random"``'s seed.
+        score_queries: how many of each evaluated batch's queries measure the attention a row received
+            (``"omnimem"`` with ``lam > 0``, ``"attention-topk"``), evenly spaced: an estimate of the sum over
+            all of them at a fraction of its cost. 0: every query, the method's exact sum.
         redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
             layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
         n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 512).
@@ -85,6 +88,7 @@ class Stream(NativeHandle):
         n_sink: int = 4,
         seed: int = 0,
         redundancy: str = "value",
+        score_queries: int = 32,
         n_extra: int = 0,
         n_ctx: int = 4096,
         n_batch: int = 512,
@@ -102,7 +106,7 @@ class Stream(NativeHandle):
         params.n_batch = n_batch
         params.kv_type = KV_TYPES[kv_type]
         fill_params(params.memory, policy=policy, lam=lam, n_sink=n_sink, seed=seed, text_cap=text_cap,
-                    n_extra=n_extra, redundancy=redundancy)
+                    n_extra=n_extra, redundancy=redundancy, score_queries=score_queries)
         budget_table = stream_budget(model, params, budget)
         out = ffi.new("om_stream **")
         check(lib.om_stream_init(model.handle, params, out))

@@ -18,9 +18,19 @@ TEXT, VISUAL, AUDIO = 0, 1, 2
 
 # --- an independent implementation of the method (omnimem-method.md §3) and the baselines ----------------
 
-def reference_importance(queries, keys, history):
+def sampled_queries(c, score_queries):
+    """The chunk rows whose queries measure the attention received (every score_queries-th of c, the last
+    among them), and the weight each carries: all c with weight 1 when score_queries is 0 or at least c."""
+    if score_queries == 0 or score_queries >= c:
+        return np.arange(c), 1.0
+    stride = c // score_queries
+    return c - 1 - stride * np.arange(score_queries)[::-1], c / score_queries
+
+
+def reference_importance(queries, keys, history, score_queries=0):
     """a_j = sum over the chunk's queries of softmax_j((1/H) sum_h q_h . k_g(h) / sqrt(d)), causal; memory
-    rows averaged with their history."""
+    rows averaged with their history. With score_queries, the sum over that many evenly spaced queries,
+    scaled to the chunk."""
     n, c = keys.shape[0], queries.shape[0]
     n_head, head_dim = queries.shape[1], queries.shape[2]
     repeated = np.repeat(keys, n_head // keys.shape[1], axis=1).astype(np.float64)      # [n, H, d]
@@ -29,7 +39,8 @@ def reference_importance(queries, keys, history):
         logits[i, n - c + i + 1:] = -np.inf
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    received = probs.sum(axis=0)
+    rows, weight = sampled_queries(c, score_queries)
+    received = weight * probs[rows].sum(axis=0)
     if history is not None:
         received[: n - c] = (received[: n - c] + history) / 2
     return received
@@ -43,10 +54,11 @@ def reference_scores(hidden, importance, lam):
 
 
 def reference_select(policy, modality, budget, *, hidden=None, queries=None, keys=None, history=None, lam=0.02,
-                     n_sink=4):
+                     n_sink=4, score_queries=32):
     modality = np.asarray(modality)
     n = modality.size
-    importance = (reference_importance(queries, keys, history) if queries is not None else np.zeros(n))
+    importance = (reference_importance(queries, keys, history, score_queries) if queries is not None
+                  else np.zeros(n))
     text = np.flatnonzero(modality == TEXT)
     audio, visual = np.flatnonzero(modality == AUDIO), np.flatnonzero(modality == VISUAL)
     media = np.flatnonzero(modality != TEXT)
@@ -85,13 +97,16 @@ def random_layer(rng, n, c, n_head=4, n_head_kv=2, head_dim=8, dim=16, kinds=(TE
 @pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit", "attention-topk", "sink-window", "uniform"])
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (8, 2)])
 @pytest.mark.parametrize("with_history", [False, True])
-def test_native_selection_equals_the_numpy_formulas(policy, heads, with_history):
+@pytest.mark.parametrize("score_queries", [0, 4, 32])
+def test_native_selection_equals_the_numpy_formulas(policy, heads, with_history, score_queries):
     rng = np.random.default_rng(hash((policy, heads, with_history)) % 2**32)
     for n, c, budget in [(60, 12, (5, 17)), (33, 33, (3, 9)), (80, 5, (0, 30)), (50, 10, (40, 1))]:
         layer = random_layer(rng, n, c, n_head=heads[0], n_head_kv=heads[1])
         history = rng.uniform(0, 3, n - c).astype(np.float32) if with_history else None
-        kept, importance = om.memory.select(policy=policy, budget=budget, history=history, lam=0.3, **layer)
+        kept, importance = om.memory.select(policy=policy, budget=budget, history=history, lam=0.3,
+                                            score_queries=score_queries, **layer)
         want, want_importance = reference_select(policy, layer["modality"], budget, history=history, lam=0.3,
+                                                 score_queries=score_queries,
                                                  **{k: v for k, v in layer.items() if k != "modality"})
         np.testing.assert_array_equal(kept, want)
         if policy in ("omnimem", "omnimem-nosplit", "attention-topk"):

@@ -77,3 +77,36 @@ def test_profile_starts_from_zero_and_missing_ops_are_named(model):
         assert first["MUL_MAT"].nodes == 3 * second["MUL_MAT"].nodes
         with pytest.raises(KeyError, match="MUL_MAT"):
             second["CONV_2D"]
+
+
+@pytest.mark.parametrize("score_queries", [0, 8])
+def test_attention_received_nodes_are_profiled_apart(model, score_queries):
+    """A bounded stream's prefill measures the attention received beside the model: its nodes get entries of
+    their own, and its one product per layer multiplies the measured queries with every key
+    (2·n_embd_kv·n_kv·n_q FLOPs), so score_queries sets its cost."""
+    info = model.info
+    n_past, n = 24, 20
+    rng = np.random.default_rng(0)
+
+    def media(count: int, start: int):
+        pos = np.repeat(np.arange(start, start + count, dtype=np.int32)[:, None], 3, axis=1)
+        return rng.normal(size=(count, info.n_embd)).astype(np.float32), pos
+
+    with model.stream(policy="omnimem", budget=16, n_extra=64, score_queries=score_queries) as s:
+        s.feed_embeddings(*media(n_past, 0), modality="visual")   # compacted to the budget
+        rows = [sum(layer.rows.values()) for layer in s.stats().layers]
+        with s.profile() as prof:
+            s.feed_embeddings(*media(n, n_past), modality=["visual", "audio"] * (n // 2))
+    assert max(rows) < n_past
+    n_q = score_queries or n
+    products = [op for op in prof.ops if op.scoring and op.op == "MUL_MAT"]
+    assert len(products) == 1 and products[0].nodes == info.n_layer
+    assert products[0].flops == 2 * info.n_head_kv * info.n_embd_head * n_q * sum(r + n for r in rows)
+    assert {"SOFT_MAX", "OUT_PROD"} <= {op.op for op in prof.ops if op.scoring}
+    assert 0 < prof.scoring_seconds < prof.seconds
+    assert prof["MUL_MAT"].flops > 0   # the model's products stay under their own name
+    assert "| MUL_MAT (scoring) |" in prof.table()
+
+    with model.stream(policy="uniform", budget=16, n_extra=64) as s, s.profile() as prof:
+        s.feed_embeddings(*media(n_past, 0), modality="visual")
+    assert prof.scoring_seconds == 0 and not any(op.scoring for op in prof.ops)

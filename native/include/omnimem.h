@@ -192,6 +192,10 @@ typedef struct om_memory_params {
     int32_t         n_sink;      // SINK_WINDOW's first media rows (4)
     uint32_t        seed;        // RANDOM's seed
     om_redundancy   redundancy;
+    int32_t         n_score_queries;  // queries of each evaluated batch the attention received is measured from
+                                      // (OMNIMEM with lam > 0, ATTENTION_TOPK): evenly spaced, ending with the
+                                      // last, the sum scaled to the whole batch. 0: every query, the method's
+                                      // exact sum (32)
 } om_memory_params;
 
 typedef struct om_stream_params {
@@ -391,6 +395,8 @@ typedef struct om_op_time {
                          // for GET_ROWS the rows picked; not the destination a copy writes into; 0 for views
     int64_t flops;       // floating-point operations of matrix products (MUL_MAT: 2 per multiply-add); 0 for
                          // other operations
+    bool    scoring;     // the nodes that measure the attention received for the cache manager, which the
+                         // prefill graph computes beside the model: an entry of their own for each operation
 } om_op_time;
 
 // What the profile measured since it was turned on, one entry per operation, most time first. If capacity is

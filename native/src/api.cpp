@@ -178,6 +178,7 @@ void om_stream_default_params(om_stream_params * p) {
     p->memory.lam = 0.02f;
     p->memory.n_sink = 4;
     p->memory.redundancy = OM_REDUNDANCY_VALUE;
+    p->memory.n_score_queries = 32;
 }
 
 om_status om_stream_init(om_model * model, const om_stream_params * params, om_stream ** out_stream) {

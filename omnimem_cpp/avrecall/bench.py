@@ -82,7 +82,8 @@ class StreamResult:
 MIN_QUESTIONS = 9       # three per family
 
 # settings a policy spec may give, with their types: the stream's (see Stream) and the budget's audio/visual split
-POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "av_ratio": float}
+POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "score_queries": int,
+                   "av_ratio": float}
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class CellCache:
     So a long run stopped midway goes on where it stopped, and runs of other lengths, budgets or policies
     with the same model share what they have in common."""
 
-    VERSION = 1     # of the stored form and of what a cell measures; bump it when either changes
+    VERSION = 2     # of the stored form and of what a cell measures; bump it when either changes (2: score_queries)
 
     def __init__(self, folder: pathlib.Path, model: pathlib.Path, mmproj: pathlib.Path):
         self.folder = pathlib.Path(folder)

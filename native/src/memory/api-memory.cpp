@@ -107,14 +107,15 @@ int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * par
 
 namespace {
 
-// The attention received (from the last n_chunk rows' queries, causally) and the adjacent cosines of the
-// redundancy vectors, computed on the CPU backend with the same graph pieces a stream uses.
+// The attention received (from the last n_chunk rows' queries, causally, n_queries of them as a stream measures
+// it) and the adjacent cosines of the redundancy vectors, computed on the CPU backend with the same graph pieces
+// a stream uses.
 struct measured {
     std::vector<float> received, cosines;
 };
 
 measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, const float * queries,
-                 int32_t n_head, const float * keys, int32_t n_head_kv, int32_t head_dim) {
+                 int32_t n_head, const float * keys, int32_t n_head_kv, int32_t head_dim, int32_t n_queries) {
     measured out;
     const bool attention = queries != nullptr && n_chunk > 0;
     const bool redundancy = hidden != nullptr && n >= 2;
@@ -140,7 +141,7 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
         q = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, head_dim, n_head, n_chunk);
         k = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, int64_t(head_dim) * n_head_kv, n);
         mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, n_chunk);
-        received = attention_received(ctx, q, k, mask, n_head_kv);
+        received = attention_received(ctx, q, k, mask, n_head_kv, n_queries);
         ggml_build_forward_expand(gf, received);
     }
     if (redundancy) {
@@ -207,7 +208,7 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
             require(hidden != nullptr && dim > 0, "this policy needs the redundancy vectors (hidden, dim > 0)");
         }
         const measured m = measure(n, n_chunk, redundancy ? hidden : nullptr, dim, attention ? queries : nullptr,
-                                   n_head, keys, n_head_kv, head_dim);
+                                   n_head, keys, n_head_kv, head_dim, params->n_score_queries);
 
         std::vector<float> importance(size_t(n), 0.0f);
         for (int32_t j = 0; j < n; ++j) {

@@ -65,11 +65,13 @@ void cache_manager::drop_from(int32_t n_tokens) {
     }
 }
 
-std::vector<bool> cache_manager::layers_to_score(int64_t n_audio, int64_t n_visual) const {
-    std::vector<bool> layers;
+score_request cache_manager::to_score(int64_t n_audio, int64_t n_visual) const {
+    score_request request;
     if (!bounded() || !policy_needs_importance(params_) || n_audio + n_visual == 0) {
-        return layers;
+        return request;
     }
+    request.n_queries = params_.n_score_queries;
+    std::vector<bool> & layers = request.layers;
     layers.assign(size_t(kv_->n_layer()), false);
     for (int32_t il = 0; il < kv_->n_layer(); ++il) {
         int64_t a = n_audio, v = n_visual;
@@ -79,7 +81,7 @@ std::vector<bool> cache_manager::layers_to_score(int64_t n_audio, int64_t n_visu
         }
         layers[size_t(il)] = over_budget(params_, a, v, budget_audio(il), budget_visual(il));
     }
-    return layers;
+    return request;
 }
 
 void cache_manager::add_received(int32_t il, const float * received, int32_t n) {
@@ -229,7 +231,9 @@ bool cache_manager::compact(const graph_runner & run) {
             moves = moves || !kept[size_t(il)].empty();
         }
     }
-    if (moves) {
+    if (moves && kv_->on_host()) {
+        kv_->gather_in_place(kept);
+    } else if (moves) {
         kv_cache::gather_inputs in;
         run(
             [&](ggml_context * ctx, ggml_cgraph * gf) {

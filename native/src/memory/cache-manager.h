@@ -3,11 +3,12 @@
 // After every chunk of media the stream asks compact(): each layer whose media rows exceed its budget, or
 // whose text after the first media row exceeds the text cap, gets its kept rows chosen by the policy and
 // gathered to the front of its storage on the backend. The attention each row received (for the policies
-// that need it) comes out of the prefill graph of the chunk: layers_to_score() says where, add_received()
+// that need it) comes out of the prefill graph of the chunk: to_score() says where, add_received()
 // collects it. Redundancy (neighbour cosines) is computed here, over each layer's current rows.
 #pragma once
 
 #include "memory/kv-cache.h"
+#include "memory/scoring.h"
 #include "omnimem.h"
 
 #include <functional>
@@ -44,8 +45,9 @@ public:
     void commit(const std::vector<row_meta> & added);
     void drop_from(int32_t n_tokens);
 
-    // The layers whose attention received a feed adding these media rows must measure (empty: none).
-    std::vector<bool> layers_to_score(int64_t n_audio, int64_t n_visual) const;
+    // What the batches of a feed adding these media rows must measure: the layers whose attention received
+    // (empty: none), and from how many of each batch's queries.
+    score_request to_score(int64_t n_audio, int64_t n_visual) const;
     // Adds the attention layer il's first n rows received from a batch of the current chunk.
     void add_received(int32_t il, const float * received, int32_t n);
 

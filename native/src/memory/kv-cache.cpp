@@ -1,5 +1,7 @@
 #include "memory/kv-cache.h"
 
+#include <cstring>
+
 namespace om {
 
 kv_cache::kv_cache(const text_hparams & hp, const std::vector<int32_t> & capacity, ggml_type type, bool hidden,
@@ -96,6 +98,31 @@ kv_cache::gather_inputs kv_cache::build_gather(ggml_context * ctx, ggml_cgraph *
         }
     }
     return in;
+}
+
+void kv_cache::gather_in_place(const std::vector<std::vector<int32_t>> & kept_by_layer) {
+    for (int32_t il = 0; il < n_layer(); ++il) {
+        const std::vector<int32_t> & kept = kept_by_layer[size_t(il)];
+        for (ggml_tensor * store : {k(il), v(il), hidden(il)}) {
+            if (store == nullptr) {
+                continue;
+            }
+            char * base = static_cast<char *>(store->data);
+            const size_t row = store->nb[1];
+            // kept is ascending, so kept[i] >= i: each block moves towards the front, over rows already moved
+            // or dropped, never over a kept row still to move
+            for (size_t i = 0; i < kept.size();) {
+                size_t run = 1;
+                while (i + run < kept.size() && kept[i + run] == kept[i] + int32_t(run)) {
+                    ++run;
+                }
+                if (size_t(kept[i]) != i) {
+                    std::memmove(base + i * row, base + size_t(kept[i]) * row, run * row);
+                }
+                i += run;
+            }
+        }
+    }
 }
 
 void kv_cache::keep_rows(int32_t il, const std::vector<int32_t> & kept) {

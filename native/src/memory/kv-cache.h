@@ -4,7 +4,8 @@
 // may have different capacities (a budget table gives each layer its own budget). Keys are stored after RoPE
 // at their original positions, so dropping or gathering rows never re-rotates anything. Rows are appended at
 // the end of each layer; the graph writes them with ggml_set_rows at the indices this class hands out, and
-// commit() records them once the graph ran. Compaction gathers the kept rows to the front on the backend.
+// commit() records them once the graph ran. Compaction gathers the kept rows to the front: in place where the
+// storage is host memory, through a graph on other backends.
 #pragma once
 
 #include "model/model.h"
@@ -70,6 +71,11 @@ public:
     };
     gather_inputs build_gather(ggml_context * ctx, ggml_cgraph * gf,
                                const std::vector<std::vector<int32_t>> & kept_by_layer) const;
+    // Whether the storage is host memory, which gather_in_place() moves directly.
+    bool on_host() const { return ggml_backend_buffer_is_host(buffer_); }
+    // The same move as build_gather's graph, done at once by the CPU on host storage: runs of consecutive
+    // kept rows are moved as one block, with no type conversion and no graph to build.
+    void gather_in_place(const std::vector<std::vector<int32_t>> & kept_by_layer);
     void keep_rows(int32_t il, const std::vector<int32_t> & kept);
 
 private:

@@ -47,9 +47,9 @@ void check_memory_params(const om_memory_params & p) {
     if (!(p.lam >= 0.0f) || !std::isfinite(p.lam)) {
         fail(OM_STATUS_INVALID_ARGUMENT, "lambda must be a finite number >= 0, got %g", double(p.lam));
     }
-    if (p.n_sink < 0 || p.n_extra < 0 || p.text_cap < 0) {
-        fail(OM_STATUS_INVALID_ARGUMENT, "n_sink, n_extra and text_cap must not be negative (got %d, %d, %d)",
-             p.n_sink, p.n_extra, p.text_cap);
+    if (p.n_sink < 0 || p.n_extra < 0 || p.text_cap < 0 || p.n_score_queries < 0) {
+        fail(OM_STATUS_INVALID_ARGUMENT, "n_sink, n_extra, text_cap and n_score_queries must not be negative "
+             "(got %d, %d, %d, %d)", p.n_sink, p.n_extra, p.text_cap, p.n_score_queries);
     }
 }
 

@@ -1,6 +1,7 @@
 #include "memory/scoring.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace om {
 
@@ -25,6 +26,17 @@ ggml_tensor * summed_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     return logits;
 }
 
+// Names every node between the result and the given inputs as scoring's.
+void name_scoring_nodes(ggml_tensor * t, const ggml_tensor * q, const ggml_tensor * keys, const ggml_tensor * mask) {
+    if (t == nullptr || t == q || t == keys || t == mask || std::strcmp(t->name, k_scoring_node_name) == 0) {
+        return;
+    }
+    ggml_set_name(t, k_scoring_node_name);
+    for (ggml_tensor * src : t->src) {
+        name_scoring_nodes(src, q, keys, mask);
+    }
+}
+
 } // namespace
 
 ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv) {
@@ -34,15 +46,31 @@ ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_ten
 }
 
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
-                                 int64_t n_head_kv) {
+                                 int64_t n_head_kv, int64_t n_queries) {
+    const ggml_tensor * const inputs[3] = {q, keys, mask};
+    const int64_t n_tokens = q->ne[2];
+    float weight = 1.0f;   // how many of the chunk's queries each measured one stands for
+    if (n_queries > 0 && n_queries < n_tokens) {
+        const int64_t stride = n_tokens / n_queries;
+        const size_t first = size_t(n_tokens - 1 - (n_queries - 1) * stride);   // the last query is one of them
+        q = ggml_cont(ctx, ggml_view_3d(ctx, q, q->ne[0], q->ne[1], n_queries, q->nb[1], q->nb[2] * size_t(stride),
+                                        q->nb[2] * first));
+        if (mask != nullptr) {   // the softmax wants its mask contiguous
+            mask = ggml_cont(ctx, ggml_view_2d(ctx, mask, mask->ne[0], n_queries, mask->nb[1] * size_t(stride),
+                                               mask->nb[1] * first));
+        }
+        weight = float(n_tokens) / float(n_queries);
+    }
     float scale = 0.0f;
     ggml_tensor * logits = summed_logits(ctx, q, keys, n_head_kv, &scale);
     ggml_tensor * probs = ggml_soft_max_ext(ctx, logits, mask, scale, 0.0f);
-    // the sum over queries (probs' second axis) as the outer product with a column of ones: one pass over
-    // probs, where transposing it first would copy the whole [n_kv, n_tokens] block through strided reads
-    const int64_t n_kv = probs->ne[0], n_tokens = probs->ne[1];
-    ggml_tensor * ones = ggml_reshape_2d(ctx, ggml_fill(ctx, ggml_view_1d(ctx, probs, n_tokens, 0), 1.0f), 1, n_tokens);
-    return ggml_reshape_1d(ctx, ggml_out_prod(ctx, probs, ones), n_kv);
+    // the sum over queries (probs' second axis) as the outer product with a column of weights: one pass over
+    // probs, where transposing it first would copy the whole [n_kv, n_q] block through strided reads
+    const int64_t n_kv = probs->ne[0], n_q = probs->ne[1];
+    ggml_tensor * weights = ggml_reshape_2d(ctx, ggml_fill(ctx, ggml_view_1d(ctx, probs, n_q, 0), weight), 1, n_q);
+    ggml_tensor * received = ggml_reshape_1d(ctx, ggml_out_prod(ctx, probs, weights), n_kv);
+    name_scoring_nodes(received, inputs[0], inputs[1], inputs[2]);
+    return received;
 }
 
 ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors) {

@@ -4,7 +4,16 @@
 
 #include <ggml.h>
 
+#include <vector>
+
 namespace om {
+
+// What a batch's prefill graph measures for the cache manager: the layers whose attention received it
+// computes (empty: none), from how many of the batch's queries (0: all of them).
+struct score_request {
+    std::vector<bool> layers;
+    int32_t           n_queries = 0;
+};
 
 // The head-averaged attention logits of a chunk's queries over keys, scaled: (1/H) sum_h q_ih . k_j,g(h) / sqrt(d).
 // With grouped-query attention (1/H) sum_h q_h . k_g(h) = (1/H) sum_g (sum_{h in g} q_h) . k_g, so this is one
@@ -13,12 +22,18 @@ namespace om {
 // Returns F32 [n_kv, n_tokens].
 ggml_tensor * head_averaged_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, int64_t n_head_kv);
 
+// The name of the nodes attention_received() adds, by which a profile tells them from the model's.
+inline constexpr char k_scoring_node_name[] = "om.scoring";
+
 // Attention received by each of n_kv rows from a chunk of queries, with the logits averaged over heads
 // before the softmax (method §3): a_j = sum_i softmax_j(head_averaged_logits_ij + mask_ij).
 //   mask: [n_kv, n_tokens] (0 or -inf, F16 or F32), or NULL for none
+//   n_queries: 0 (or >= n_tokens) sums over every query, as the method does. Otherwise the sum runs over
+//   n_queries of them, evenly spaced and ending with the last, and is scaled by n_tokens / n_queries: an
+//   estimate of the full sum at n_queries / n_tokens of its cost (logits and softmax are most of scoring's).
 // Returns F32 [n_kv].
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
-                                 int64_t n_head_kv);
+                                 int64_t n_head_kv, int64_t n_queries);
 
 // Cosine similarity of each row with the next: vectors [dim, n] (any float type) → F32 [n - 1].
 ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors);

@@ -38,7 +38,7 @@ static ggml_tensor * attention(ggml_context * ctx, const kv_cache & kv, int32_t 
 
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
                                   const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash,
-                                  const std::vector<bool> & score_layers, bool calibrate) {
+                                  const score_request & scoring, bool calibrate) {
     const text_hparams & hp = model.hparams;
     decoder_graph g;
     g.n_tokens = n_tokens;
@@ -105,9 +105,9 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
             ggml_build_forward_expand(gf, ggml_set_rows(ctx, kv.hidden(il), x, sl.write_idx));
         }
         const int32_t n_kv = sl.n_past + n_tokens;
-        if (!score_layers.empty() && score_layers[size_t(il)]) {
+        if (!scoring.layers.empty() && scoring.layers[size_t(il)]) {
             ggml_tensor * keys = ggml_view_2d(ctx, kv.k(il), hp.n_embd_kv(), n_kv, kv.k(il)->nb[1], 0);
-            g.received[size_t(il)] = attention_received(ctx, q, keys, sl.mask, hp.n_head_kv);
+            g.received[size_t(il)] = attention_received(ctx, q, keys, sl.mask, hp.n_head_kv, scoring.n_queries);
             ggml_set_output(g.received[size_t(il)]);
             ggml_build_forward_expand(gf, g.received[size_t(il)]);
         }

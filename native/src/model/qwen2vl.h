@@ -3,6 +3,7 @@
 #pragma once
 
 #include "memory/kv-cache.h"
+#include "memory/scoring.h"
 #include "model/model.h"
 
 #include <vector>
@@ -34,11 +35,11 @@ struct decoder_graph {
 // the stream memory `kv` into gf. The K/V of the new tokens are written into kv's storage at each layer's
 // next rows (and each layer's input hidden states, where kv stores them). flash: ggml's flash-attention
 // kernel (F16 memory) instead of an explicit softmax(QK^T)V (F32 memory, the exact reference path).
-// score_layers: the layers whose attention received to compute (empty: none). calibrate: also output the
+// scoring: where (and from how many queries) to compute the attention received. calibrate: also output the
 // signals of the budget allocation (memory/calibration.h).
 decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om_model & model,
                                   const kv_cache & kv, int32_t n_tokens, bool from_embeddings, bool flash,
-                                  const std::vector<bool> & score_layers, bool calibrate);
+                                  const score_request & scoring, bool calibrate);
 
 // Uploads the inputs (token ids or embeddings [n_tokens][n_embd]), positions ([n_tokens][3]: t, h, w),
 // write indices and causal masks into the graph, after the scheduler allocated them.

@@ -1,5 +1,7 @@
 #include "stream/op-profile.h"
 
+#include "memory/scoring.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -38,7 +40,7 @@ bool op_profile::observe(ggml_tensor * node, bool ask, void * self) {
         p.started_ = std::chrono::steady_clock::now();
         return true;
     }
-    total & t = p.by_op_[ggml_op_desc(node)];
+    total & t = p.by_op_[{ggml_op_desc(node), std::strcmp(node->name, k_scoring_node_name) == 0}];
     t.nodes += 1;
     t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started_).count();
     if (node->op == GGML_OP_MUL_MAT) {
@@ -61,9 +63,10 @@ bool op_profile::observe(ggml_tensor * node, bool ask, void * self) {
 
 std::vector<om_op_time> op_profile::totals() const {
     std::vector<om_op_time> out;
-    for (const auto & [name, t] : by_op_) {
+    for (const auto & [key, t] : by_op_) {
         om_op_time e{};
-        std::strncpy(e.op, name.c_str(), sizeof(e.op) - 1);
+        std::strncpy(e.op, key.first.c_str(), sizeof(e.op) - 1);
+        e.scoring = key.second;
         e.n_nodes = t.nodes;
         e.seconds = t.seconds;
         e.bytes_read = t.bytes_read;

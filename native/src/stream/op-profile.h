@@ -9,6 +9,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace om {
@@ -31,7 +32,7 @@ private:
         int64_t bytes_read = 0;
         int64_t flops = 0;
     };
-    std::map<std::string, total> by_op_;
+    std::map<std::pair<std::string, bool>, total> by_op_;   // by operation and whether the nodes are scoring's
     std::chrono::steady_clock::time_point started_;   // of the node being computed
 };
 

@@ -92,7 +92,7 @@ void om_stream::compact_memory() {
     }
 }
 
-void om_stream::eval_batch(const batch & b, const std::vector<bool> & score_layers) {
+void om_stream::eval_batch(const batch & b, const om::score_request & scoring) {
     using namespace om;
     const kv_cache & kv = memory->kv();
     if (!kv.has_room(b.n) && memory->bounded()) {
@@ -110,7 +110,7 @@ void om_stream::eval_batch(const batch & b, const std::vector<bool> & score_laye
     decoder_graph g;
     compute(
         [&](ggml_context * ctx, ggml_cgraph * gf) {
-            g = build_qwen2vl_graph(ctx, gf, model, kv, b.n, b.embeddings != nullptr, flash, score_layers, calibrate);
+            g = build_qwen2vl_graph(ctx, gf, model, kv, b.n, b.embeddings != nullptr, flash, scoring, calibrate);
             return [&] { set_qwen2vl_inputs(g, b.tokens, b.embeddings, b.positions); };
         },
         [&] {
@@ -147,7 +147,7 @@ void om_stream::feed(const batch & all, bool compact) {
         n_visual += all.modality[i] == om::modality::visual;
     }
     compact = compact && n_audio + n_visual > 0 && memory->bounded();
-    const std::vector<bool> score_layers = compact ? memory->layers_to_score(n_audio, n_visual) : std::vector<bool>{};
+    const om::score_request scoring = compact ? memory->to_score(n_audio, n_visual) : om::score_request{};
     try {
         for (int32_t start = 0; start < all.n; start += params.n_batch) {
             batch b = all;
@@ -157,7 +157,7 @@ void om_stream::feed(const batch & all, bool compact) {
                                                      : nullptr;
             b.positions = all.positions + size_t(start) * 3;
             b.modality = all.modality + start;
-            eval_batch(b, score_layers);
+            eval_batch(b, scoring);
         }
         boundaries.emplace_back(n_tokens, next_pos);
         if (compact) {

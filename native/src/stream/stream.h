@@ -83,7 +83,7 @@ private:
     // cache manager compacts (the flush of a closing block is not, so that a question asked at that point
     // and rolled back leaves the memory as it was).
     void feed(const batch & all, bool compact);
-    void eval_batch(const batch & b, const std::vector<bool> & score_layers);
+    void eval_batch(const batch & b, const om::score_request & scoring);
     void read_calibration(const om::decoder_graph & g, const batch & b);
     void compact_memory();                  // runs the cache manager's compaction; fixes the past
     // Returns to n_tokens_before / next_pos_before after a failed change (rows past it dropped).

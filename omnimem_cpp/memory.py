@@ -258,7 +258,7 @@ def select(
         queries: ``[c, n_head, head_dim]`` the chunk's queries after RoPE; keys: ``[n, n_head_kv, head_dim]``
             after RoPE.
         history: ``[n - c]`` running importance of the memory rows, or None.
-        score_queries: how many of the chunk's queries measure the attention received, as in a stream
+        score_queries: at most how many of the chunk's queries measure the attention received, as in a stream
             (see :class:`~omnimem_cpp.Stream`); 0: all of them.
 
     Returns:

@@ -63,9 +63,9 @@ class Stream(NativeHandle):
         text_cap: the most text rows kept after the first media (the oldest go first); 0: all text is kept.
         lam: OmniMem's exponent λ on the attention a row received (0: redundancy alone).
         n_sink: ``"sink-window"``'s first media rows; seed: ``"random"``'s seed.
-        score_queries: how many of each evaluated batch's queries measure the attention a row received
-            (``"omnimem"`` with ``lam > 0``, ``"attention-topk"``), evenly spaced: an estimate of the sum over
-            all of them at a fraction of its cost. 0: every query, the method's exact sum.
+        score_queries: at most how many of each evaluated batch's queries measure the attention a row
+            received (``"omnimem"`` with ``lam > 0``, ``"attention-topk"``), evenly spaced over the batch: an
+            estimate of the sum over all of them at a fraction of its cost. 0: every query, the method's sum.
         redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
             layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
         n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 512).

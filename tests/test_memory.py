@@ -19,12 +19,12 @@ TEXT, VISUAL, AUDIO = 0, 1, 2
 # --- an independent implementation of the method (omnimem-method.md §3) and the baselines ----------------
 
 def sampled_queries(c, score_queries):
-    """The chunk rows whose queries measure the attention received (every score_queries-th of c, the last
-    among them), and the weight each carries: all c with weight 1 when score_queries is 0 or at least c."""
+    """The chunk rows whose queries measure the attention received (every ceil(c / score_queries)-th back from
+    the last), and the weight each carries: all c with weight 1 when score_queries is 0 or at least c."""
     if score_queries == 0 or score_queries >= c:
         return np.arange(c), 1.0
-    stride = c // score_queries
-    return c - 1 - stride * np.arange(score_queries)[::-1], c / score_queries
+    rows = np.arange(c - 1, -1, -math.ceil(c / score_queries))[::-1]
+    return rows, c / len(rows)
 
 
 def reference_importance(queries, keys, history, score_queries=0):

@@ -192,10 +192,10 @@ typedef struct om_memory_params {
     int32_t         n_sink;      // SINK_WINDOW's first media rows (4)
     uint32_t        seed;        // RANDOM's seed
     om_redundancy   redundancy;
-    int32_t         n_score_queries;  // queries of each evaluated batch the attention received is measured from
-                                      // (OMNIMEM with lam > 0, ATTENTION_TOPK): evenly spaced, ending with the
-                                      // last, the sum scaled to the whole batch. 0: every query, the method's
-                                      // exact sum (32)
+    int32_t         n_score_queries;  // most queries of each evaluated batch the attention received is measured
+                                      // from (OMNIMEM with lam > 0, ATTENTION_TOPK): every ceil(n / this)-th
+                                      // back from the last, the sum scaled to the whole batch. 0: every query,
+                                      // the method's exact sum (32)
 } om_memory_params;
 
 typedef struct om_stream_params {

@@ -178,15 +178,16 @@ FULL = ("full", None)
 
 
 @contextlib.contextmanager
-def fed_cells(model, av: AVRecallStream, cells, progress: bool = True):
+def fed_cells(model, av: AVRecallStream, cells, progress: bool = True, full: bool = True):
     """Streams of ``model`` fed every chunk of ``av`` in lockstep, their media closed, as {(policy, budget):
-    stream}: the full memory as FULL, then each (:class:`PolicySpec`, budget) of ``cells``. They are closed
-    on leaving the block."""
+    stream}: the full memory as FULL (unless not ``full``), then each (:class:`PolicySpec`, budget) of
+    ``cells``. They are closed on leaving the block."""
     config = av.config
     n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     streams = {}
     try:
-        streams[FULL] = model.stream(n_ctx=n_ctx)
+        if full:
+            streams[FULL] = model.stream(n_ctx=n_ctx)
         for spec, budget in cells:
             streams[(spec.name, budget)] = spec.stream(model, budget)
         label = f"{config.seconds / 60:g} min, seed {config.seed}"

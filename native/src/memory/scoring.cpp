@@ -51,8 +51,10 @@ ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tenso
     const int64_t n_tokens = q->ne[2];
     float weight = 1.0f;   // how many of the chunk's queries each measured one stands for
     if (n_queries > 0 && n_queries < n_tokens) {
-        const int64_t stride = n_tokens / n_queries;
-        const size_t first = size_t(n_tokens - 1 - (n_queries - 1) * stride);   // the last query is one of them
+        // every stride-th query back from the last: at most n_queries of them, reaching the chunk's start
+        const int64_t stride = (n_tokens + n_queries - 1) / n_queries;
+        n_queries = (n_tokens + stride - 1) / stride;
+        const size_t first = size_t(n_tokens - 1 - (n_queries - 1) * stride);
         q = ggml_cont(ctx, ggml_view_3d(ctx, q, q->ne[0], q->ne[1], n_queries, q->nb[1], q->nb[2] * size_t(stride),
                                         q->nb[2] * first));
         if (mask != nullptr) {   // the softmax wants its mask contiguous

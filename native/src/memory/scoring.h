@@ -29,8 +29,9 @@ inline constexpr char k_scoring_node_name[] = "om.scoring";
 // before the softmax (method §3): a_j = sum_i softmax_j(head_averaged_logits_ij + mask_ij).
 //   mask: [n_kv, n_tokens] (0 or -inf, F16 or F32), or NULL for none
 //   n_queries: 0 (or >= n_tokens) sums over every query, as the method does. Otherwise the sum runs over
-//   n_queries of them, evenly spaced and ending with the last, and is scaled by n_tokens / n_queries: an
-//   estimate of the full sum at n_queries / n_tokens of its cost (logits and softmax are most of scoring's).
+//   every s-th query back from the last, s = ceil(n_tokens / n_queries) (so at most n_queries of them,
+//   spread over the whole chunk), scaled by n_tokens / their number: an estimate of the full sum at a
+//   fraction of its cost (the logits and their softmax are most of scoring's).
 // Returns F32 [n_kv].
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
                                  int64_t n_head_kv, int64_t n_queries);

@@ -330,6 +330,30 @@ def test_every_layer_keeps_what_the_method_selects_from_transformers_signals(mod
     assert not np.array_equal(kept[0], kept[1])             # layers choose independently
 
 
+def test_redundancy_kept_between_compactions_equals_measuring_it_afresh(model, tiny_reference):
+    """A row's cosine with its neighbour is measured once and kept until another row follows it (a gap left
+    by a compaction, new rows after a rollback). Layer 0's redundancy vectors are the fed embeddings
+    themselves, so at every compaction its kept rows must be what the numpy method picks from scratch among
+    the rows it held and the chunk's."""
+    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 6, seed=4)
+    budget = (6, 20)
+    with model.stream("omnimem", budget=om.Budget(table=(budget, budget)), kv_type="f32", redundancy="hidden",
+                      lam=0.0) as s:
+        s.feed_embeddings(embd[: ends[0]], pos[: ends[0]], mods[: ends[0]])
+        held = s.layer_tokens(0)
+        for start, end in zip(ends[:-2], ends[1:-1]):
+            s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
+            rows = np.concatenate([held, np.arange(start, end)])
+            picked, _ = reference_select("omnimem", mods[rows], budget, hidden=embd[rows], lam=0.0)
+            held = s.layer_tokens(0)
+            np.testing.assert_array_equal(held, rows[picked], err_msg=f"after the chunk ending at {end}")
+            # text rows fed and rolled back leave a last row whose neighbour is gone
+            question = slice(ends[-2], ends[-1])
+            s.feed_embeddings(embd[question], pos[question], mods[question])
+            s.rollback(end)
+        assert s.stats().compactions == len(ends) - 2
+
+
 @pytest.mark.parametrize("policy", list(om.POLICIES))
 def test_invariants_after_every_compaction(model, tiny_reference, policy):
     embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 8, seed=2)

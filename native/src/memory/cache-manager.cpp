@@ -96,31 +96,73 @@ void cache_manager::add_received(int32_t il, const float * received, int32_t n) 
 
 std::vector<std::vector<float>> cache_manager::adjacent_cosines(const graph_runner & run,
                                                                  const std::vector<bool> & layers) {
-    std::vector<std::vector<float>> cosines(layers.size());
-    std::vector<ggml_tensor *> out(layers.size(), nullptr);
-    run(
-        [&](ggml_context * ctx, ggml_cgraph * gf) {
-            for (int32_t il = 0; il < kv_->n_layer(); ++il) {
-                const int32_t n = kv_->n_rows(il);
-                if (!layers[size_t(il)] || n < 2) {
-                    continue;
-                }
-                ggml_tensor * store = kv_->hidden(il) != nullptr ? kv_->hidden(il) : kv_->v(il);
-                ggml_tensor * live = ggml_view_2d(ctx, store, store->ne[0], n, store->nb[1], 0);
-                out[size_t(il)] = om::adjacent_cosines(ctx, live);
-                ggml_set_output(out[size_t(il)]);
-                ggml_build_forward_expand(gf, out[size_t(il)]);
+    const size_t n_layer = layers.size();
+    // only the rows whose next row is new since their cosine was measured: the chunk's, and those before
+    // the gaps the last compaction left
+    std::vector<std::vector<int32_t>> unknown(n_layer), next(n_layer);
+    bool any = false;
+    for (size_t il = 0; il < n_layer; ++il) {
+        const std::vector<row_meta> & rows = kv_->rows(int32_t(il));
+        for (int32_t j = 0; layers[il] && j + 1 < int32_t(rows.size()); ++j) {
+            if (!rows[size_t(j)].next_cos_known) {
+                unknown[il].push_back(j);
+                next[il].push_back(j + 1);
             }
-            return [] {};
-        },
-        [&] {
-            for (size_t il = 0; il < out.size(); ++il) {
-                if (out[il] != nullptr) {
-                    cosines[il].resize(size_t(ggml_nelements(out[il])));
-                    ggml_backend_tensor_get(out[il], cosines[il].data(), 0, ggml_nbytes(out[il]));
+        }
+        any = any || !unknown[il].empty();
+    }
+    if (any) {
+        std::vector<ggml_tensor *> rows_in(n_layer, nullptr), next_in(n_layer, nullptr), out(n_layer, nullptr);
+        run(
+            [&](ggml_context * ctx, ggml_cgraph * gf) {
+                for (size_t il = 0; il < n_layer; ++il) {
+                    if (unknown[il].empty()) {
+                        continue;
+                    }
+                    ggml_tensor * store = kv_->hidden(int32_t(il)) != nullptr ? kv_->hidden(int32_t(il))
+                                                                              : kv_->v(int32_t(il));
+                    const int64_t m = int64_t(unknown[il].size());
+                    rows_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
+                    next_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
+                    ggml_set_input(rows_in[il]);
+                    ggml_set_input(next_in[il]);
+                    out[il] = om::cosines_with_next(ctx, store, rows_in[il], next_in[il]);
+                    ggml_set_output(out[il]);
+                    ggml_build_forward_expand(gf, out[il]);
                 }
-            }
-        });
+                return [&] {
+                    for (size_t il = 0; il < n_layer; ++il) {
+                        if (out[il] != nullptr) {
+                            const size_t bytes = sizeof(int32_t) * unknown[il].size();
+                            ggml_backend_tensor_set(rows_in[il], unknown[il].data(), 0, bytes);
+                            ggml_backend_tensor_set(next_in[il], next[il].data(), 0, bytes);
+                        }
+                    }
+                };
+            },
+            [&] {
+                std::vector<float> measured;
+                for (size_t il = 0; il < n_layer; ++il) {
+                    if (out[il] == nullptr) {
+                        continue;
+                    }
+                    measured.resize(unknown[il].size());
+                    ggml_backend_tensor_get(out[il], measured.data(), 0, ggml_nbytes(out[il]));
+                    std::vector<row_meta> & rows = kv_->rows(int32_t(il));
+                    for (size_t i = 0; i < measured.size(); ++i) {
+                        rows[size_t(unknown[il][i])].next_cos = measured[i];
+                        rows[size_t(unknown[il][i])].next_cos_known = true;
+                    }
+                }
+            });
+    }
+    std::vector<std::vector<float>> cosines(n_layer);
+    for (size_t il = 0; il < n_layer; ++il) {
+        const std::vector<row_meta> & rows = kv_->rows(int32_t(il));
+        for (size_t j = 0; layers[il] && j + 1 < rows.size(); ++j) {
+            cosines[il].push_back(rows[j].next_cos);
+        }
+    }
     return cosines;
 }
 

@@ -71,6 +71,9 @@ void kv_cache::drop_from(int32_t n_tokens) {
         while (!r.empty() && r.back().seq >= n_tokens) {
             r.pop_back();
         }
+        if (!r.empty()) {
+            r.back().next_cos_known = false;
+        }
     }
 }
 
@@ -129,8 +132,11 @@ void kv_cache::keep_rows(int32_t il, const std::vector<int32_t> & kept) {
     std::vector<row_meta> & rows = rows_[size_t(il)];
     std::vector<row_meta> survivors;
     survivors.reserve(kept.size());
-    for (int32_t j : kept) {
-        survivors.push_back(rows[size_t(j)]);
+    for (size_t i = 0; i < kept.size(); ++i) {
+        survivors.push_back(rows[size_t(kept[i])]);
+        if (i + 1 == kept.size() || kept[i + 1] != kept[i] + 1) {
+            survivors.back().next_cos_known = false;   // another row follows it now, or none
+        }
     }
     rows = std::move(survivors);
 }

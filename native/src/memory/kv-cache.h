@@ -27,6 +27,10 @@ struct row_meta {
     modality mod;
     bool     scored = false;      // whether importance holds a measurement yet
     float    importance = 0.0f;   // running average of the attention the row received
+    // The cosine of the row's redundancy vector with the next row's in its layer, once measured. Stored rows
+    // never change, so it holds until another row follows this one (compaction, rollback).
+    bool     next_cos_known = false;
+    float    next_cos = 0.0f;
 };
 
 class kv_cache {

@@ -26,6 +26,11 @@ ggml_tensor * summed_logits(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k
     return logits;
 }
 
+// The dot product of each column of a with the same column of b ([dim, m] each) → F32 [m].
+ggml_tensor * column_dots(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) {
+    return ggml_reshape_1d(ctx, ggml_sum_rows(ctx, ggml_mul(ctx, a, b)), a->ne[1]);
+}
+
 // Names every node between the result and the given inputs as scoring's.
 void name_scoring_nodes(ggml_tensor * t, const ggml_tensor * q, const ggml_tensor * keys, const ggml_tensor * mask) {
     if (t == nullptr || t == q || t == keys || t == mask || std::strcmp(t->name, k_scoring_node_name) == 0) {
@@ -82,8 +87,14 @@ ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors) {
     unit = ggml_l2_norm(ctx, unit, 1e-12f);
     ggml_tensor * first = ggml_view_2d(ctx, unit, dim, n - 1, unit->nb[1], 0);
     ggml_tensor * next = ggml_view_2d(ctx, unit, dim, n - 1, unit->nb[1], unit->nb[1]);
-    ggml_tensor * dots = ggml_sum_rows(ctx, ggml_mul(ctx, first, next));   // [1, n - 1]
-    return ggml_reshape_1d(ctx, dots, n - 1);
+    return column_dots(ctx, first, next);
+}
+
+ggml_tensor * cosines_with_next(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * rows, ggml_tensor * next) {
+    // get_rows gives F32 whatever the storage type
+    ggml_tensor * a = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, rows), 1e-12f);
+    ggml_tensor * b = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, next), 1e-12f);
+    return column_dots(ctx, a, b);
 }
 
 } // namespace om

@@ -126,7 +126,7 @@ std::vector<std::vector<float>> cache_manager::adjacent_cosines(const graph_runn
                     next_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
                     ggml_set_input(rows_in[il]);
                     ggml_set_input(next_in[il]);
-                    out[il] = om::cosines_with_next(ctx, store, rows_in[il], next_in[il]);
+                    out[il] = om::row_pair_cosines(ctx, store, rows_in[il], next_in[il]);
                     ggml_set_output(out[il]);
                     ggml_build_forward_expand(gf, out[il]);
                 }

@@ -4,7 +4,8 @@
 // whose text after the first media row exceeds the text cap, gets its kept rows chosen by the policy and
 // gathered to the front of its storage on the backend. The attention each row received (for the policies
 // that need it) comes out of the prefill graph of the chunk: to_score() says where, add_received()
-// collects it. Redundancy (neighbour cosines) is computed here, over each layer's current rows.
+// collects it. Redundancy (neighbour cosines) is computed here: each row keeps its cosine with the next one,
+// which is measured again only once another row follows it.
 #pragma once
 
 #include "memory/kv-cache.h"

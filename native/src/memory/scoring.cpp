@@ -90,10 +90,10 @@ ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors) {
     return column_dots(ctx, first, next);
 }
 
-ggml_tensor * cosines_with_next(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * rows, ggml_tensor * next) {
+ggml_tensor * row_pair_cosines(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * first, ggml_tensor * second) {
     // get_rows gives F32 whatever the storage type
-    ggml_tensor * a = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, rows), 1e-12f);
-    ggml_tensor * b = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, next), 1e-12f);
+    ggml_tensor * a = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, first), 1e-12f);
+    ggml_tensor * b = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, second), 1e-12f);
     return column_dots(ctx, a, b);
 }
 

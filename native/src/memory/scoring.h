@@ -39,8 +39,8 @@ ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tenso
 // Cosine similarity of each row with the next: vectors [dim, n] (any float type) → F32 [n - 1].
 ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors);
 
-// Cosine similarity of rows rows[i] and rows[i] + 1 of vectors [dim, n] (any float type), for rows I32 [m]
-// → F32 [m]: the adjacent cosines of a few rows only.
-ggml_tensor * cosines_with_next(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * rows, ggml_tensor * next);
+// Cosine similarity of row first[i] with row second[i] of vectors [dim, n] (any float type), for first and
+// second I32 [m] → F32 [m]: adjacent cosines of a few rows only, when second[i] = first[i] + 1.
+ggml_tensor * row_pair_cosines(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * first, ggml_tensor * second);
 
 } // namespace om

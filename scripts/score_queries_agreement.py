@@ -13,14 +13,13 @@ yardstick, each OmniMem cell also runs at λ = 0, where the attention term is go
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
 import omnimem_cpp as om
-from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream
-from omnimem_cpp.avrecall.bench import fed_cells, parse_policy
+from omnimem_cpp.avrecall import MODEL, PROJECTOR
+from omnimem_cpp.avrecall.bench import fed_cells, parse_policy, study_parser, study_stream
 
 
 def media_tokens(stream, layer: int) -> np.ndarray:
@@ -36,14 +35,9 @@ def agreement(stream, exact) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0, help="the benchmark's stream seed")
-    parser.add_argument("--budgets", default="1024,4096", help="media rows per layer, comma-separated")
-    parser.add_argument("--policies", default="omnimem,attention-topk",
-                        help="the policies that measure the attention received, comma-separated")
+    parser = study_parser(__doc__, "1024,4096", "omnimem,attention-topk",
+                          "the policies that measure the attention received, comma-separated")
     parser.add_argument("--score-queries", default="8,32,128", help="settings to compare with 0 (every query)")
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     settings = [int(q) for q in args.score_queries.split(",")]
@@ -55,7 +49,7 @@ def main(argv=None) -> int:
             variants.append(("lam=0", parse_policy(f"{policy}:lam=0")))
         for budget in budgets:
             cells[(policy, budget)] = variants
-    av = AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
+    av = study_stream(args)
     fed = [(spec, budget) for (_, budget), variants in cells.items() for _, spec in variants]
     with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
             fed_cells(model, av, fed, full=False) as streams:

@@ -14,14 +14,13 @@ the decoder layers. Rows are told apart with a full memory fed the same chunks (
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 
 import omnimem_cpp as om
-from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream
-from omnimem_cpp.avrecall.bench import FULL, audio_rows, fed_cells, parse_policy, shares_kept
+from omnimem_cpp.avrecall import MODEL, PROJECTOR
+from omnimem_cpp.avrecall.bench import FULL, audio_rows, fed_cells, parse_policy, shares_kept, study_parser, study_stream
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 
 
@@ -41,19 +40,14 @@ def audio_row_kinds(rows: np.ndarray, timeline, edge: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--seed", type=int, default=0, help="the benchmark's stream seed")
-    parser.add_argument("--budgets", default="4096,16384", help="media rows per layer, comma-separated")
-    parser.add_argument("--policies", default="omnimem,omnimem:lam=1,omnimem-nosplit,uniform",
-                        help="policy specs as `omnimem bench avrecall --policies` takes them")
+    parser = study_parser(__doc__, "4096,16384", "omnimem,omnimem:lam=1,omnimem-nosplit,uniform",
+                          "policy specs as `omnimem bench avrecall --policies` takes them")
     parser.add_argument("--edge", type=int, default=1, help="rows on each side of a change that count as its edge")
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",")]
     specs = [parse_policy(p) for p in args.policies.split(",")]
 
-    av = AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
+    av = study_stream(args)
     with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
             fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
         kinds = audio_row_kinds(cells[FULL].layer_rows(0), av.timeline, args.edge)

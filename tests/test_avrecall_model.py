@@ -249,3 +249,19 @@ def test_sound_rows_split_into_edges_and_inner_rows():
     assert len(kinds["edge"]) == 4 * len(starts) and len(kinds["inner"]) == 21 * len(starts)
     assert len(kinds["background"]) == n_audio - 25 * len(starts)
     assert set(kinds["edge"]) == {n_video + s + k for s in starts for k in (0, 11, 12, 24)}
+
+
+def test_score_queries_agreement_script_measures_the_kept_rows(capsys):
+    """scripts/score_queries_agreement.py: a memory measured from at least as many queries as a chunk has is
+    the exact one (100 %), while one measured from a single query each chunk keeps other rows."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import score_queries_agreement
+
+    assert score_queries_agreement.main(["--minutes", "0.3", "--budgets", "96", "--policies", "attention-topk",
+                                         "--score-queries", "1,100000", "--threads", "2"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert row[:2] == ["attention-topk", "96"] and row[3] == "100.0%" and row[4] == "-"
+    assert float(row[2].rstrip("%")) < 100.0

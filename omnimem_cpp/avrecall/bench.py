@@ -12,6 +12,7 @@ on other seeds only.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -123,6 +124,24 @@ def parse_policy(spec: str) -> PolicySpec:
             raise InvalidArgumentError(f"{key} in the policy {spec!r} must be a {POLICY_SETTINGS[key].__name__}, "
                                        f"not {value!r}") from None
     return PolicySpec(spec, policy, tuple(settings))
+
+
+def study_parser(doc: str, budgets: str, policies: str, policies_help: str) -> argparse.ArgumentParser:
+    """Options of a script that feeds one benchmark stream to several cells (``scripts/``): ``--minutes`` and
+    ``--seed`` pick the stream (:func:`study_stream`), ``--budgets`` and ``--policies`` the cells,
+    ``--threads`` the CPU threads. ``doc`` is the script's docstring, whose first paragraph describes it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0, help="the benchmark's stream seed")
+    parser.add_argument("--budgets", default=budgets, help="media rows per layer, comma-separated")
+    parser.add_argument("--policies", default=policies, help=policies_help)
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def study_stream(args: argparse.Namespace) -> AVRecallStream:
+    """The benchmark stream a :func:`study_parser` picked, without questions."""
+    return AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
 
 
 def audio_rows(rows: np.ndarray) -> tuple:

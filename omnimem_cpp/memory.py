@@ -202,8 +202,6 @@ def read_stats(handle) -> StreamStats:
 def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text_cap: int, n_extra: int,
                 redundancy: str, score_queries: int) -> None:
     """Writes the policy's parameters into an ``om_memory_params`` (budget excluded)."""
-    if score_queries < 0:
-        raise InvalidArgumentError(f"score_queries must be 0 (every query) or positive, got {score_queries}")
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")
     if redundancy not in REDUNDANCY:

@@ -101,6 +101,22 @@ def describe(path) -> dict:
     }
 
 
+def token_embeddings(path) -> "np.ndarray":
+    """The token embedding table of a text-model GGUF as float32 ``[n_vocab, n_embd]`` (F32 or F16 files): the
+    input rows of tokens, for feeding them with explicit positions (:meth:`Stream.feed_embeddings`)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+
+    path = os.fspath(path)
+    tensor = next((t for t in _open(path).tensors if t.name == "token_embd.weight"), None)
+    if tensor is None:
+        raise ModelFileError(f"{path} has no token embedding table; give the text model, not the projector")
+    if tensor.tensor_type not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+        raise ModelFileError(f"{path} stores its token embeddings as {GGMLQuantizationType(tensor.tensor_type).name}; "
+                             "this reads F32 and F16 only")
+    return np.asarray(tensor.data, dtype=np.float32).reshape(-1, int(tensor.shape[0]))
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":

@@ -32,12 +32,13 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import train_avrecall_model as recipe  # noqa: E402
-from train_avrecall_model import StreamLayout  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream  # noqa: E402
 from omnimem_cpp.avrecall.bench import MODEL, PROJECTOR  # noqa: E402
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND, PATCH_PIXELS  # noqa: E402
+from omnimem_cpp.avrecall.layout import StreamLayout  # noqa: E402
+from omnimem_cpp.gguf_info import token_embeddings  # noqa: E402
 
 PROBE_SEED_BASE = 3_000_000      # neither a benchmark seed nor a training one
 
@@ -165,16 +166,8 @@ def report(args: argparse.Namespace) -> int:
     print("\n| embeddings | mean norm | mean cosine between two |\n|---|---|---|")
     print(geometry("visual tokens", np.concatenate([d[2] for d in data])))
     print(geometry("audio tokens", np.concatenate([d[3] for d in data])))
-    print(geometry("text model's token embeddings", text_embeddings(args.model)))
+    print(geometry("text model's token embeddings", token_embeddings(args.model)))
     return 0
-
-
-def text_embeddings(path: pathlib.Path) -> np.ndarray:
-    """The token embedding table of a text-model GGUF, as float32."""
-    from gguf import GGUFReader
-
-    tensor = next(t for t in GGUFReader(str(path)).tensors if t.name == "token_embd.weight")
-    return np.asarray(tensor.data, dtype=np.float32).reshape(-1, int(tensor.shape[0]))
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ import tiny_models  # noqa: E402
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp import chat  # noqa: E402
 from omnimem_cpp.avrecall import KINDS, AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
+from omnimem_cpp.avrecall.layout import POSITIONS_PER_SECOND, StreamLayout, shift_chunks  # noqa: E402
 from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
 
 # Training streams use seeds from here on; the benchmark's streams use small seeds, so none is seen in training.
 TRAIN_SEED_BASE = 1_000_000
-POSITIONS_PER_SECOND = 25
 MAX_STRETCH_SECONDS = 1500.0
 QUESTIONS_PER_KIND = 5
 
@@ -256,62 +256,6 @@ def save_thinker(model, out_dir: pathlib.Path) -> None:
 
 # --- the stream's token layout, reproduced on the native encoders' outputs --------------------------------
 
-class StreamLayout:
-    """The embeddings and TMRoPE positions a stream gives to the language model for an AV-Recall stream fed
-    chunk by chunk and then asked a question: `<|vision_bos|><|audio_bos|>`, each 2-s chunk's video tokens
-    then its audio tokens, `<|audio_eos|><|vision_eos|>`. It follows the stream's own rules (the audio of a
-    chunk is encoded once the log-mel front end has all its frames, the last partial chunk at the close), and
-    the training checks it against the runtime's logits."""
-
-    def __init__(self, stream: om.Stream, native_video: bool = True):
-        self.stream, self.native_video = stream, native_video
-
-    def encode(self, av: AVRecallStream) -> dict:
-        """The layout's embeddings, positions, chunk of each row and which rows are video, and its video
-        blocks as (first row, patches, grid): the vision tower's input, for training it. Without
-        ``native_video`` the video rows are left zero (the trained tower fills them)."""
-        mel = om.media.LogMelStream()
-        frames, embeddings, positions, chunk_of, videos, is_video = [], [], [], [], [], []
-        start = 1                                   # after the two opening tokens at position 0
-        grids_done = audio_done = chunk = 0
-
-        def evaluate(final: bool) -> None:
-            nonlocal grids_done, audio_done, chunk
-            # the video grids (2 frames, one second each at 2 fps) that end within this chunk
-            n_frames = min(len(frames), 2 * (2 * (chunk + 1) - grids_done))
-            if n_frames > 0:
-                patches, grid = om.media.image_patches(np.stack(frames[:n_frames]), **om.media.VIDEO_PIXELS)
-                del frames[:n_frames]
-                t, gh, gw = grid
-                videos.append((len(positions), patches, grid))
-                embeddings.append(self.stream.encode_image(patches, grid) if self.native_video else
-                                  np.zeros((t * (gh // 2) * (gw // 2), self.stream.model.info.n_embd), np.float32))
-                positions.extend((start + (grids_done + g) * POSITIONS_PER_SECOND, start + i, start + j)
-                                 for g in range(t) for i in range(gh // 2) for j in range(gw // 2))
-                grids_done += t
-                is_video.extend([True] * (len(positions) - len(is_video)))
-            n = min(200, mel.n_ready)
-            if n > 0 and (final or n == 200):
-                audio = self.stream.encode_audio(mel.take(n))
-                embeddings.append(audio)
-                positions.extend((start + audio_done + k,) * 3 for k in range(len(audio)))
-                audio_done += len(audio)
-                is_video.extend([False] * len(audio))
-            chunk_of.extend([chunk] * (len(positions) - len(chunk_of)))
-            chunk += 1
-
-        for c in av:
-            frames.extend(c.video)
-            mel.push(c.audio)
-            if mel.n_ready >= 200 and len(frames) >= 2 * (2 * (chunk + 1) - grids_done):
-                evaluate(False)
-        mel.finish()
-        while frames or mel.n_ready > 0:
-            evaluate(True)
-        return {"embeddings": np.concatenate(embeddings), "positions": np.asarray(positions, np.int32),
-                "chunk": np.asarray(chunk_of, np.int32), "is_video": np.asarray(is_video, bool), "videos": videos}
-
-
 def video_rows(layout: dict) -> np.ndarray:
     """Indices of a layout's video rows, block after block in the vision tower's output order."""
     merge = VISION["spatial_merge_size"] ** 2
@@ -353,19 +297,13 @@ class Sequence:
     @staticmethod
     def stretch(layout: dict, rng: np.random.Generator) -> np.ndarray:
         """The layout's positions with the gaps between chunks widened at random (none half of the time), as
-        if the stream were longer and only these chunks were kept; video height/width positions stay."""
-        positions = layout["positions"].astype(np.int64)
+        if the stream were longer and only these chunks were kept (:func:`shift_chunks`)."""
         n_chunks = int(layout["chunk"].max()) + 1
         if rng.random() < 0.5:
-            return positions
+            return layout["positions"].astype(np.int64)
         extra = rng.uniform(0, MAX_STRETCH_SECONDS) * POSITIONS_PER_SECOND
         cuts = rng.dirichlet(np.full(n_chunks, 0.3)) * extra
-        shift = np.floor(np.cumsum(cuts)).astype(np.int64)[layout["chunk"]]
-        audio = ~layout["is_video"]
-        positions[:, 0] += shift
-        positions[audio, 1] += shift[audio]
-        positions[audio, 2] += shift[audio]
-        return positions
+        return shift_chunks(layout, np.floor(np.cumsum(cuts)))
 
 
 class TrainingStreams:

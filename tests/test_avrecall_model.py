@@ -265,3 +265,62 @@ def test_score_queries_agreement_script_measures_the_kept_rows(capsys):
     row = capsys.readouterr().out.strip().splitlines()[-1].split()
     assert row[:2] == ["attention-topk", "96"] and row[3] == "100.0%" and row[4] == "-"
     assert float(row[2].rstrip("%")) < 100.0
+
+
+@pytest.fixture(scope="module")
+def far_positions():
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import far_positions
+
+    return far_positions
+
+
+def test_a_layout_fed_at_gap_zero_is_the_stream_itself(far_positions):
+    """scripts/far_positions.py feeds a stream's layout as embeddings at explicit positions. At gap 0 the
+    memory holds the rows, at the positions, that the stream fed chunk by chunk holds, and a question gets
+    the same logits; at a gap of G positions a video row moves G on its temporal axis only, an audio row on
+    all three, and the question follows the last row as it does in the stream."""
+    from omnimem_cpp import chat
+    from omnimem_cpp.avrecall.layout import StreamLayout
+
+    av = AVRecallStream(AVRecallConfig(seconds=8.0, seed=SEED, n_questions=0))
+    question = chat.user_turn("Did the alpha sound play?")
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=2) as model:
+        feeder = far_positions.LayoutFeeder(model, MODEL)
+        with model.stream(kv_type="f32") as streamed:
+            layout = StreamLayout(streamed).encode(av)
+            for chunk in av:
+                streamed.feed(chunk)
+            streamed.close_media()
+            rows, end = streamed.layer_rows(0), streamed.next_position
+            streamed.feed(question)
+            logits = streamed.logits()
+        gap = 20 * 60 * 25
+        for g in (0, gap):
+            with feeder.stream(layout, g, kv_type="f32") as s:
+                fed = s.layer_rows(0)
+                assert s.next_position == end + g
+                s.feed(question)
+                if g == 0:
+                    np.testing.assert_array_equal(fed["pos"], rows["pos"])
+                    np.testing.assert_array_equal(fed["modality"], rows["modality"])
+                    np.testing.assert_allclose(s.logits(), logits, rtol=0, atol=1e-5 * np.abs(logits).max())
+                else:
+                    moved = fed["pos"] - rows["pos"]
+                    media = rows["modality"] != om.memory.MODALITIES["text"]
+                    video = rows["modality"] == om.memory.MODALITIES["visual"]
+                    assert (moved[~media] == [[0, 0, 0]] * 2 + [[gap] * 3] * 2).all()   # opening, closing
+                    assert (moved[video, 0] == gap).all() and (moved[video, 1:] == 0).all()
+                    assert (moved[media & ~video] == gap).all()
+
+
+def test_far_positions_at_gap_zero_answers_as_the_benchmark_stream(far_positions, answered):
+    """The script's answers at gap 0 are those of the same stream fed chunk by chunk (the fixture)."""
+    config = AVRecallConfig(seconds=SECONDS, seed=SEED, n_questions=20)
+    (result,) = far_positions.answers_at_gaps(MODEL, PROJECTOR, [config], [0], threads=2, progress=False)
+    assert result.policy == "gap 0 min"
+    assert [a[3] for a in result.answers] == [answer for _, answer in answered]
+    assert [a[2] for a in result.answers] == [q.answer for q, _ in answered]

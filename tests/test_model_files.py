@@ -92,3 +92,16 @@ def test_errors_are_python_exception_classes():
     assert issubclass(om.ModelNotFoundError, FileNotFoundError)
     assert issubclass(om.ModelFileError, ValueError)
     assert issubclass(om.ContextFullError, om.OmnimemError)
+
+
+def test_token_embeddings_read_the_text_model_and_refuse_a_projector():
+    """`gguf_info.token_embeddings` gives one row per vocabulary entry; a projector, which has no token table,
+    gets an error that says which file to give."""
+    from omnimem_cpp.avrecall import MODEL, PROJECTOR
+    from omnimem_cpp.gguf_info import token_embeddings
+
+    table = token_embeddings(MODEL)
+    with om.Model(MODEL) as model:
+        assert table.shape == (model.info.n_vocab, model.info.n_embd)
+    with pytest.raises(om.ModelFileError, match="no token embedding table; give the text model"):
+        token_embeddings(PROJECTOR)

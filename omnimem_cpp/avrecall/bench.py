@@ -252,6 +252,12 @@ class CellCache:
         partial.replace(path)       # a run killed while writing leaves no half file behind
 
 
+def ask_questions(stream, questions) -> list:
+    """Each question asked of ``stream`` (greedy, a few tokens, rolled back after), as (family, kind, truth,
+    answer) with the answer normalised as the truth is."""
+    return [(q.family, q.kind, q.answer, normalise_answer(stream.ask(q.text, max_tokens=4))) for q in questions]
+
+
 def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress: bool = True,
                cache: Optional[CellCache] = None) -> list:
     """Feeds one AV-Recall stream into every cell (FULL first, then each policy at each budget) and asks it the
@@ -275,9 +281,7 @@ def run_stream(model, config: AVRecallConfig, settings: BenchSettings, progress:
                 sounds_kept, audio_kept = shares_kept(s, sounds, audio)
                 result = StreamResult(policy, budget, config.seconds / 60, config.seed, s.stats().kv_bytes,
                                       sound_rows_kept=sounds_kept, audio_rows_kept=audio_kept)
-                for q in av.questions:
-                    answer = normalise_answer(s.ask(q.text, max_tokens=4))
-                    result.answers.append((q.family, q.kind, q.answer, answer))
+                result.answers = ask_questions(s, av.questions)
                 found[(policy, budget)] = result
                 if cache is not None:
                     cache.put(config, result)

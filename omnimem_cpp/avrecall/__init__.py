@@ -11,7 +11,8 @@ vocabulary, so a tiny model can be trained on them and scored exactly.
 Design: :mod:`.config` holds the JSON-serialisable :class:`AVRecallConfig`; :mod:`.events` draws the event
 schedule and replays the scene state; :mod:`.questions` derives questions and answers from the events;
 :mod:`.render` turns the timeline into 2-second chunks of uint8 RGB frames and float32 16 kHz PCM on
-demand (hour-long streams never sit in memory) and writes mp4 files. Everything random is seeded from
+demand (hour-long streams never sit in memory) and writes mp4 files; :mod:`.layout` gives the language
+model's input for a stream (embeddings and TMRoPE positions), to train on or to feed at other positions. Everything random is seeded from
 ``config.seed`` and a fixed stream id per purpose, so the same config gives the same stream and questions.
 
     from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, write_mp4

@@ -206,6 +206,15 @@ def test_bad_policy_specs_are_refused_before_anything_runs(spec, message):
         BenchSettings(policies=("uniform", spec))
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(minutes=(1, 0)), "lengths must be positive"), (dict(minutes=()), "lengths must be positive"),
+    (dict(budgets=(128, -5)), "must not be negative"), (dict(seeds=0), "at least one stream"),
+])
+def test_bad_settings_are_refused_before_anything_runs(settings, message):
+    with pytest.raises(om.InvalidArgumentError, match=message):
+        BenchSettings(**settings)
+
+
 def test_sound_rows_are_the_audio_rows_inside_each_sound():
     """Audio row k of a block covers seconds [k/25, (k+1)/25) from the block's first audio position; the rows
     inside a sound are those of its whole seconds, whatever rows lie between them."""

@@ -62,6 +62,8 @@ def test_info_and_run_with_json(tmp_path, tiny_gguf):
     (("run", "missing.gguf", "--ask", "x"), "no such file"),
     (("convert", "no-such-dir", "-o", "x.gguf"), "no-such-dir"),
     (("bench", "avrecall", "--policies", "uniform,omnimem:lam=x"), "lam in the policy"),
+    (("bench", "avrecall", "--quick", "--minutes", "0"), "lengths must be positive"),
+    (("bench", "avrecall", "--quick", "--seeds", "0"), "at least one stream"),
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, args, message):
     proc = omnimem(*args, cwd=tmp_path)

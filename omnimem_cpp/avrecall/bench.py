@@ -57,8 +57,15 @@ class BenchSettings:
     mmproj: pathlib.Path = PROJECTOR
 
     def __post_init__(self) -> None:
+        # settings that cannot run fail here, before the first stream, not after it
+        if not self.minutes or any(m <= 0 for m in self.minutes):
+            raise InvalidArgumentError(f"stream lengths must be positive minutes, got {list(self.minutes)}")
+        if any(b < 0 for b in self.budgets):
+            raise InvalidArgumentError(f"budgets are media rows per layer and must not be negative, got {list(self.budgets)}")
+        if self.seeds < 1:
+            raise InvalidArgumentError(f"run at least one stream per length (--seeds), not {self.seeds}")
         for spec in self.policies:
-            parse_policy(spec)          # a misspelt policy fails here, not after the first stream
+            parse_policy(spec)
 
     @classmethod
     def quick(cls, **overrides) -> "BenchSettings":

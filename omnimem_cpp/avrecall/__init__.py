@@ -12,8 +12,9 @@ Design: :mod:`.config` holds the JSON-serialisable :class:`AVRecallConfig`; :mod
 schedule and replays the scene state; :mod:`.questions` derives questions and answers from the events;
 :mod:`.render` turns the timeline into 2-second chunks of uint8 RGB frames and float32 16 kHz PCM on
 demand (hour-long streams never sit in memory) and writes mp4 files; :mod:`.layout` gives the language
-model's input for a stream (embeddings and TMRoPE positions), to train on or to feed at other positions. Everything random is seeded from
-``config.seed`` and a fixed stream id per purpose, so the same config gives the same stream and questions.
+model's input for a stream (embeddings and TMRoPE positions), to train on or to feed at other positions.
+Everything random is seeded from ``config.seed`` and a fixed stream id per purpose, so the same config
+gives the same stream and questions.
 
     from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, write_mp4
     stream = AVRecallStream(AVRecallConfig(seconds=600, seed=3))

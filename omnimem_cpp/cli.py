@@ -232,8 +232,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(n_threads=args.threads, clip_path=args.output)
 
 
+def _thread_count(text: str) -> int:
+    """argparse type of ``--threads``: refused at parse time, before anything is written or loaded."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _add_device_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto, cpu, or a ggml device name such as CUDA0")
 
 
@@ -365,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help='print {"results": [{policy, budget, minutes, question_type, accuracy, kv_bytes, n}]}')
     p.add_argument("--report", metavar="DIR", help="also write the tables (markdown, JSON) and PNG plots to DIR")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--cache", metavar="DIR",
                    help="keep every cell's answers on every stream in DIR, keyed by the model files' contents; a "
                         "rerun takes what it finds there, so a run stopped midway goes on where it stopped, and "
@@ -385,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and print its answers to questions about the clip beside the truth, and the "
                                    "memory used. Needs no download.",
                        epilog="Example:\n  omnimem demo --output clip.mp4")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1; the model is tiny)")
+    p.add_argument("--threads", type=_thread_count, default=None,
+                   help="CPU threads (default: 1; the model is tiny)")
     p.add_argument("--output", default="avrecall-demo.mp4", help="where the clip is written "
                                                                  "(default avrecall-demo.mp4)")
     p.set_defaults(func=_cmd_demo)

@@ -45,7 +45,7 @@ def run_demo(n_threads: Optional[int] = None, clip_path: str = "avrecall-demo.mp
     print(f"wrote {path}: {generated.duration:.0f} s of video with sound (watch it with any player)")
     print(f"model: {DEMO_MODEL.name} + {DEMO_PROJECTOR.name}, a small Qwen2.5-Omni thinker trained on AV-Recall "
           f"streams; memory: {DEMO_POLICY}, {DEMO_BUDGET} media rows per layer")
-    with Model(DEMO_MODEL, mmproj=DEMO_PROJECTOR, n_threads=n_threads or 1) as model, \
+    with Model(DEMO_MODEL, mmproj=DEMO_PROJECTOR, n_threads=1 if n_threads is None else n_threads) as model, \
             model.stream(policy=DEMO_POLICY, budget=DEMO_BUDGET) as stream, media.open(path) as reader:
         start = time.perf_counter()
         for chunk in tqdm(reader, total=reader.n_chunks, unit="chunk", desc=f"streaming {path.name}"):

@@ -30,6 +30,14 @@ def test_demo_streams_a_video_and_answers(tmp_path):
     assert any("KiB of K/V" in line for line in lines) and "questions were rolled back" in proc.stdout
 
 
+@pytest.mark.parametrize("command", [["demo"], ["bench", "avrecall"], ["run", "model.gguf"]])
+def test_thread_counts_below_one_are_refused_before_any_work(tmp_path, command):
+    for threads, why in (("0", "at least 1"), ("two", "a whole number")):
+        proc = omnimem(*command, "--threads", threads, cwd=tmp_path)
+        assert proc.returncode == 2 and f"--threads: must be {why}" in proc.stderr
+    assert not list(tmp_path.iterdir())     # the demo wrote no clip
+
+
 def test_bench_avrecall_json_and_bad_options(tmp_path):
     proc = omnimem("bench", "avrecall", "--minutes", "0.25", "--budgets", "32", "--policies", "omnimem",
                    "--seeds", "1", "--questions", "4", "--threads", "1", "--json", cwd=tmp_path)

@@ -36,6 +36,7 @@ class ModelInfo:
     rms_norm_eps: float
     n_params: int
     weights_bytes: int
+    weights_packed_bytes: int
     n_threads: int
     has_tokenizer: bool
     tied_embeddings: bool
@@ -154,6 +155,7 @@ class Model(NativeHandle):
             rms_norm_eps=c.rms_norm_eps,
             n_params=c.n_params,
             weights_bytes=c.weights_bytes,
+            weights_packed_bytes=c.weights_packed_bytes,
             n_threads=c.n_threads,
             has_tokenizer=bool(c.has_tokenizer),
             tied_embeddings=bool(c.tied_embeddings),

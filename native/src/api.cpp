@@ -2,6 +2,7 @@
 // No C++ exception leaves this file.
 #include "api-guard.h"
 #include "common.h"
+#include "kernels/packed-q8.h"
 #include "model/model.h"
 #include "stream/sampler.h"
 #include "stream/stream.h"
@@ -67,6 +68,8 @@ const char * om_system_info(void) {
         ggml_backend_dev_t d = ggml_backend_dev_get(i);
         info += std::string(" ") + ggml_backend_dev_name(d) + " (" + ggml_backend_dev_description(d) + ")";
     }
+    info += om::packed_q8_available() ? "; Q8_0 products: packed, AMX tiles and AVX-512 VNNI"
+                                      : "; Q8_0 products: ggml's";
     info += "; llama.cpp: ";
     info += llama_print_system_info();
     return info.c_str();
@@ -116,6 +119,7 @@ om_status om_model_get_info(const om_model * m, om_model_info * out) {
         out->rms_norm_eps = hp.rms_norm_eps;
         out->n_params = m->file->params_placed();
         out->weights_bytes = m->file->bytes_placed();
+        out->weights_packed_bytes = m->file->bytes_packed();
         out->n_threads = m->n_threads;
         out->has_tokenizer = m->vocab != nullptr;
         out->tied_embeddings = m->output == m->tok_embd;

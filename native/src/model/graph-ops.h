@@ -2,6 +2,8 @@
 // independent sequences of equal length (audio chunks, vision windows, vision frames).
 #pragma once
 
+#include "kernels/packed-q8.h"
+
 #include "ggml.h"
 
 namespace om {
@@ -14,9 +16,9 @@ inline ggml_tensor * rms_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor *
     return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
 }
 
-// w [n_in, n_out], x [n_in, n] -> [n_out, n]; b [n_out] or null.
+// w [n_in, n_out], x [n_in, n] -> [n_out, n]; b [n_out] or null. Packed weights take our own kernels.
 inline ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * b, ggml_tensor * x) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+    ggml_tensor * y = mul_mat(ctx, w, x);
     return b != nullptr ? ggml_add(ctx, y, b) : y;
 }
 

@@ -109,7 +109,7 @@ ggml_backend_dev_t select_device(const char * requested) {
 
 bool is_matmul_weight(const om_model & m, const ggml_tensor * t) {
     if (t == m.output) {
-        return true;
+        return m.output != m.tok_embd;   // a tied head is also the embedding table, which lookups read
     }
     for (const decoder_layer & l : m.layers) {
         for (const ggml_tensor * w : {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down}) {

@@ -125,7 +125,7 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
         }
 
         ggml_tensor * a = attention(ctx, kv, il, hp, q, sl.mask, n_kv, /*flash=*/flash);
-        a = ggml_mul_mat(ctx, L.wo, a);
+        a = mul_mat(ctx, L.wo, a);
         if (il == hp.n_layer - 1) {
             // only the last token's logits are needed: skip the rest of the batch from here on
             a = ggml_view_2d(ctx, a, hp.n_embd, 1, a->nb[1], a->nb[1] * size_t(n_tokens - 1));
@@ -134,11 +134,11 @@ decoder_graph build_qwen2vl_graph(ggml_context * ctx, ggml_cgraph * gf, const om
         x = ggml_add(ctx, x, a);
 
         h = rms_norm(ctx, x, L.ffn_norm, hp.rms_norm_eps);
-        ggml_tensor * ffn = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, L.ffn_gate, h), ggml_mul_mat(ctx, L.ffn_up, h));
-        x = ggml_add(ctx, x, ggml_mul_mat(ctx, L.ffn_down, ffn));
+        ggml_tensor * ffn = ggml_swiglu_split(ctx, mul_mat(ctx, L.ffn_gate, h), mul_mat(ctx, L.ffn_up, h));
+        x = ggml_add(ctx, x, mul_mat(ctx, L.ffn_down, ffn));
     }
     x = rms_norm(ctx, x, model.output_norm, hp.rms_norm_eps);
-    g.logits = ggml_mul_mat(ctx, model.output, x);
+    g.logits = mul_mat(ctx, model.output, x);
     ggml_set_name(g.logits, "logits");
     ggml_set_output(g.logits);
     ggml_build_forward_expand(gf, g.logits);

@@ -1,5 +1,7 @@
 #include "model/weight-file.h"
 
+#include "kernels/packed-q8.h"
+
 #include "ggml-alloc.h"
 
 #include <fcntl.h>
@@ -101,7 +103,8 @@ bool matmul_weight_fits(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
 } // namespace
 
 // The CPU backend's repacked weight layouts (CPU_REPACK) speed up quantized matmuls. ggml's AMX layout is
-// deliberately not used: with the pinned build it faults on batched matmuls (see docs/architecture.md).
+// deliberately not used: with the pinned build it faults on batched matmuls (see docs/architecture.md); on
+// AMX CPUs Q8_0 weights take our own packed layout instead (kernels/packed-q8.h).
 ggml_backend_buffer_type_t cpu_repack_buft(ggml_backend_dev_t cpu) {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
     auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
@@ -161,14 +164,19 @@ void weight_file::place(const std::vector<ggml_tensor *> & used, ggml_backend_de
 
     // Decide a buffer type per tensor; nullptr = used in place inside the mapping (CPU only).
     ggml_backend_buffer_type_t repack_buft = on_cpu && repack ? cpu_repack_buft(device) : nullptr;
+    const bool use_packed_q8 = on_cpu && repack && packed_q8_available();
     std::map<ggml_backend_buffer_type_t, std::vector<ggml_tensor *>> by_buft;
     std::vector<ggml_tensor *> in_place;
+    std::vector<ggml_tensor *> packed;
     for (ggml_tensor * t : used) {
         if (std::find(in_place.begin(), in_place.end(), t) != in_place.end()) {
             continue;
         }
         ggml_backend_buffer_type_t buft = nullptr;
-        if (repack_buft != nullptr && ggml_is_quantized(t->type) && repack(t) &&
+        if (use_packed_q8 && packed_q8_accepts(t) && repack(t)) {
+            buft = ggml_backend_dev_buffer_type(device);   // host memory, packed in place once read
+            packed.push_back(t);
+        } else if (repack_buft != nullptr && ggml_is_quantized(t->type) && repack(t) &&
             matmul_weight_fits(device, repack_buft, t)) {
             buft = repack_buft;
         } else if (!on_cpu || mapping_ == nullptr) {
@@ -240,6 +248,10 @@ void weight_file::place(const std::vector<ggml_tensor *> & used, ggml_backend_de
     }
     if (file != nullptr) {
         std::fclose(file);
+    }
+    for (ggml_tensor * t : packed) {
+        pack_q8(t);
+        bytes_packed_ += ggml_nbytes(t);
     }
 }
 

@@ -1,0 +1,145 @@
+#include "kernels/packed-q8.h"
+
+#include "kernels/q8-x86.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && defined(OMNIMEM_X86_KERNELS)
+#include <cpuid.h>
+#define OMNIMEM_HAVE_PACKED_Q8 1
+#endif
+
+namespace om {
+
+namespace {
+
+// w->extra of a packed weight points here (the CPU backend reads extra only for its own buffer types).
+const char k_packed_tag = 'P';
+
+constexpr int64_t k_block = 32;
+
+size_t quantized_row_bytes(int64_t k) { return size_t(k) + 8 * size_t(k / k_block); }
+
+// [begin, end) of n items for thread ith of nth, in whole units of `unit` items.
+void split(int64_t n, int64_t unit, int ith, int nth, int64_t & begin, int64_t & end) {
+    const int64_t units = (n + unit - 1) / unit;
+    const int64_t per = (units + nth - 1) / nth;
+    begin = std::min(n, ith * per * unit);
+    end = std::min(n, (ith + 1) * per * unit);
+}
+
+#ifdef OMNIMEM_HAVE_PACKED_Q8
+
+bool cpu_runs_kernels() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)) || !(c & (1u << 29))) {   // OSXSAVE, F16C
+        return false;
+    }
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        return false;
+    }
+    const bool avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (c & (1u << 11));     // F, BW, VNNI
+    const bool amx = (d & (1u << 24)) && (d & (1u << 25));                             // TILE, INT8
+    if (!avx512 || !amx) {
+        return false;
+    }
+    unsigned lo = 0, hi = 0;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    const unsigned needed = (1u << 1) | (1u << 2) | (7u << 5) | (3u << 17);   // SSE, AVX, AVX-512, tiles
+    return (lo & needed) == needed && q8x86::request_tiles();
+}
+
+void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * x = dst->src[0];
+    int64_t begin = 0, end = 0;
+    split(dst->ne[1], 1, ith, nth, begin, end);
+    q8x86::quantize_rows(static_cast<const float *>(x->data), x->nb[1], x->ne[0], begin, end, x->ne[1],
+                         static_cast<uint8_t *>(dst->data), dst->nb[1]);
+}
+
+void product_op(ggml_tensor * dst, int ith, int nth, void *) {
+    const ggml_tensor * w = dst->src[0];
+    const ggml_tensor * xq = dst->src[1];
+    const auto * panels = static_cast<const uint8_t *>(w->data);
+    const int64_t n_panels = w->ne[1] / q8x86::k_group_rows;
+    const int64_t m = dst->ne[1];
+    int64_t begin = 0, end = 0;
+    if (m == 1) {
+        split(n_panels, 1, ith, nth, begin, end);
+        q8x86::gemv(panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data),
+                    static_cast<float *>(dst->data));
+    } else {
+        split(n_panels, 2, ith, nth, begin, end);   // the AMX kernel takes panels in pairs
+        if (begin < end) {
+            q8x86::gemm(panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data), xq->nb[1], m,
+                        static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
+        }
+    }
+}
+
+#endif
+
+} // namespace
+
+bool packed_q8_available() {
+#ifdef OMNIMEM_HAVE_PACKED_Q8
+    static const bool available = cpu_runs_kernels();
+    return available;
+#else
+    return false;
+#endif
+}
+
+bool packed_q8_accepts(const ggml_tensor * w) {
+    return w->type == GGML_TYPE_Q8_0 && ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 &&
+           w->ne[1] % q8x86::k_group_rows == 0;
+}
+
+void pack_q8(ggml_tensor * w) {
+#ifdef OMNIMEM_HAVE_PACKED_Q8
+    auto * data = static_cast<uint8_t *>(w->data);
+    const size_t panel_bytes = w->nb[1] * q8x86::k_group_rows;
+    std::vector<uint8_t> rows(panel_bytes);
+    for (int64_t p = 0; p < w->ne[1] / q8x86::k_group_rows; ++p) {
+        std::memcpy(rows.data(), data + p * panel_bytes, panel_bytes);
+        q8x86::pack_panel(rows.data(), w->nb[1], w->ne[0], data + p * panel_bytes);
+    }
+    w->extra = const_cast<char *>(&k_packed_tag);
+#else
+    (void) w;
+#endif
+}
+
+bool is_packed_q8(const ggml_tensor * w) { return w->extra == &k_packed_tag; }
+
+ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
+#ifdef OMNIMEM_HAVE_PACKED_Q8
+    if (is_packed_q8(w)) {
+        GGML_ASSERT(x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1);
+        if (x->nb[0] != sizeof(float)) {
+            x = ggml_cont(ctx, x);
+        }
+        const int64_t m = x->ne[1];
+        const int64_t padded = m == 1 ? 1 : (m + 31) / 32 * 32;   // AMX takes 32 rows at a time
+        ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(quantized_row_bytes(w->ne[0])), padded, 1, 1,
+                                          &x, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
+        ggml_tensor * args[2] = {w, xq};
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], m, 1, 1, args, 2, product_op, GGML_N_TASKS_MAX, nullptr);
+    }
+#endif
+    return ggml_mul_mat(ctx, w, x);
+}
+
+const char * packed_q8_op_name(const ggml_tensor * node) {
+    if (node->op != GGML_OP_CUSTOM || node->src[0] == nullptr) {
+        return nullptr;
+    }
+    if (is_packed_q8(node->src[0])) {
+        return "MUL_MAT";
+    }
+    return node->type == GGML_TYPE_I8 && node->src[0]->type == GGML_TYPE_F32 ? "QUANTIZE" : nullptr;
+}
+
+} // namespace om

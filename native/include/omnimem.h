@@ -118,7 +118,7 @@ typedef struct om_model_info {
     float    rms_norm_eps;
     int64_t  n_params;
     uint64_t weights_bytes;
-    uint64_t weights_packed_bytes; // of those, Q8_0 weights in the packed layout of our AMX kernels (0 without AMX)
+    uint64_t weights_packed_bytes; // of those, Q8_0/Q4_0 weights packed for our AMX kernels (0 without AMX)
     int32_t  n_threads;
     bool     has_tokenizer;
     bool     tied_embeddings;    // the output head reuses token_embd

@@ -2,7 +2,7 @@
 // No C++ exception leaves this file.
 #include "api-guard.h"
 #include "common.h"
-#include "kernels/packed-q8.h"
+#include "kernels/packed-matmul.h"
 #include "model/model.h"
 #include "stream/sampler.h"
 #include "stream/stream.h"
@@ -68,8 +68,8 @@ const char * om_system_info(void) {
         ggml_backend_dev_t d = ggml_backend_dev_get(i);
         info += std::string(" ") + ggml_backend_dev_name(d) + " (" + ggml_backend_dev_description(d) + ")";
     }
-    info += om::packed_q8_available() ? "; Q8_0 products: packed, AMX tiles and AVX-512 VNNI"
-                                      : "; Q8_0 products: ggml's";
+    info += om::packed_matmul_available() ? "; Q8_0/Q4_0 products: packed, AMX tiles and AVX-512 VNNI"
+                                          : "; Q8_0/Q4_0 products: ggml's";
     info += "; llama.cpp: ";
     info += llama_print_system_info();
     return info.c_str();

@@ -2,7 +2,7 @@
 // independent sequences of equal length (audio chunks, vision windows, vision frames).
 #pragma once
 
-#include "kernels/packed-q8.h"
+#include "kernels/packed-matmul.h"
 
 #include "ggml.h"
 

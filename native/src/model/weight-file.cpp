@@ -1,6 +1,6 @@
 #include "model/weight-file.h"
 
-#include "kernels/packed-q8.h"
+#include "kernels/packed-matmul.h"
 
 #include "ggml-alloc.h"
 
@@ -104,7 +104,7 @@ bool matmul_weight_fits(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
 
 // The CPU backend's repacked weight layouts (CPU_REPACK) speed up quantized matmuls. ggml's AMX layout is
 // deliberately not used: with the pinned build it faults on batched matmuls (see docs/architecture.md); on
-// AMX CPUs Q8_0 weights take our own packed layout instead (kernels/packed-q8.h).
+// AMX CPUs Q8_0 and Q4_0 weights take our own packed layout instead (kernels/packed-matmul.h).
 ggml_backend_buffer_type_t cpu_repack_buft(ggml_backend_dev_t cpu) {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
     auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
@@ -164,7 +164,7 @@ void weight_file::place(const std::vector<ggml_tensor *> & used, ggml_backend_de
 
     // Decide a buffer type per tensor; nullptr = used in place inside the mapping (CPU only).
     ggml_backend_buffer_type_t repack_buft = on_cpu && repack ? cpu_repack_buft(device) : nullptr;
-    const bool use_packed_q8 = on_cpu && repack && packed_q8_available();
+    const bool use_packed = on_cpu && repack && packed_matmul_available();
     std::map<ggml_backend_buffer_type_t, std::vector<ggml_tensor *>> by_buft;
     std::vector<ggml_tensor *> in_place;
     std::vector<ggml_tensor *> packed;
@@ -173,7 +173,7 @@ void weight_file::place(const std::vector<ggml_tensor *> & used, ggml_backend_de
             continue;
         }
         ggml_backend_buffer_type_t buft = nullptr;
-        if (use_packed_q8 && packed_q8_accepts(t) && repack(t)) {
+        if (use_packed && packed_matmul_accepts(t) && repack(t)) {
             buft = ggml_backend_dev_buffer_type(device);   // host memory, packed in place once read
             packed.push_back(t);
         } else if (repack_buft != nullptr && ggml_is_quantized(t->type) && repack(t) &&
@@ -250,7 +250,7 @@ void weight_file::place(const std::vector<ggml_tensor *> & used, ggml_backend_de
         std::fclose(file);
     }
     for (ggml_tensor * t : packed) {
-        pack_q8(t);
+        pack_weight(t);
         bytes_packed_ += ggml_nbytes(t);
     }
 }

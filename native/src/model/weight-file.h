@@ -43,14 +43,14 @@ public:
     tensor_finder finder() const { return {ctx_, path_, {}}; }
 
     // Puts the data of `tensors` on `device`. On the CPU with use_mmap they are used in place from a
-    // memory map, except those `repack` accepts (matrix-product weights only), which go to our packed Q8_0
+    // memory map, except those `repack` accepts (matrix-product weights only), which go to our packed Q8_0 / Q4_0
     // layout on AMX CPUs or the CPU backend's repacked layouts; on other devices (or without mmap) they are
     // copied into the device's memory.
     void place(const std::vector<ggml_tensor *> & tensors, ggml_backend_dev_t device, bool use_mmap,
                const std::function<bool(const ggml_tensor *)> & repack);
 
     uint64_t bytes_placed() const { return bytes_placed_; }
-    uint64_t bytes_packed() const { return bytes_packed_; }   // of those, in the packed Q8_0 layout
+    uint64_t bytes_packed() const { return bytes_packed_; }   // of those, in our packed layout
     int64_t  params_placed() const { return params_placed_; }
 
 private:

@@ -1,6 +1,6 @@
 #include "stream/op-profile.h"
 
-#include "kernels/packed-q8.h"
+#include "kernels/packed-matmul.h"
 #include "memory/scoring.h"
 
 #include <algorithm>
@@ -41,7 +41,7 @@ bool op_profile::observe(ggml_tensor * node, bool ask, void * self) {
         p.started_ = std::chrono::steady_clock::now();
         return true;
     }
-    const char * packed = packed_q8_op_name(node);
+    const char * packed = packed_op_name(node);
     total & t = p.by_op_[{packed != nullptr ? packed : ggml_op_desc(node),
                           std::strcmp(node->name, k_scoring_node_name) == 0}];
     t.nodes += 1;

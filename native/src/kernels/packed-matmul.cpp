@@ -1,6 +1,6 @@
-#include "kernels/packed-q8.h"
+#include "kernels/packed-matmul.h"
 
-#include "kernels/q8-x86.h"
+#include "kernels/packed-x86.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #if defined(__x86_64__) && defined(OMNIMEM_X86_KERNELS)
 #include <cpuid.h>
-#define OMNIMEM_HAVE_PACKED_Q8 1
+#define OMNIMEM_HAVE_PACKED_MATMUL 1
 #endif
 
 namespace om {
@@ -20,6 +20,10 @@ const char k_packed_tag = 'P';
 
 constexpr int64_t k_block = 32;
 
+packed_x86::weight_format format_of(const ggml_tensor * w) {
+    return w->type == GGML_TYPE_Q8_0 ? packed_x86::weight_format::q8_0 : packed_x86::weight_format::q4_0;
+}
+
 size_t quantized_row_bytes(int64_t k) { return size_t(k) + 8 * size_t(k / k_block); }
 
 // [begin, end) of n items for thread ith of nth, in whole units of `unit` items.
@@ -30,7 +34,7 @@ void split(int64_t n, int64_t unit, int ith, int nth, int64_t & begin, int64_t &
     end = std::min(n, (ith + 1) * per * unit);
 }
 
-#ifdef OMNIMEM_HAVE_PACKED_Q8
+#ifdef OMNIMEM_HAVE_PACKED_MATMUL
 
 bool cpu_runs_kernels() {
     unsigned a = 0, b = 0, c = 0, d = 0;
@@ -48,14 +52,14 @@ bool cpu_runs_kernels() {
     unsigned lo = 0, hi = 0;
     __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     const unsigned needed = (1u << 1) | (1u << 2) | (7u << 5) | (3u << 17);   // SSE, AVX, AVX-512, tiles
-    return (lo & needed) == needed && q8x86::request_tiles();
+    return (lo & needed) == needed && packed_x86::request_tiles();
 }
 
 void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * x = dst->src[0];
     int64_t begin = 0, end = 0;
     split(dst->ne[1], 1, ith, nth, begin, end);
-    q8x86::quantize_rows(static_cast<const float *>(x->data), x->nb[1], x->ne[0], begin, end, x->ne[1],
+    packed_x86::quantize_rows(static_cast<const float *>(x->data), x->nb[1], x->ne[0], begin, end, x->ne[1],
                          static_cast<uint8_t *>(dst->data), dst->nb[1]);
 }
 
@@ -63,17 +67,17 @@ void product_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * xq = dst->src[1];
     const auto * panels = static_cast<const uint8_t *>(w->data);
-    const int64_t n_panels = w->ne[1] / q8x86::k_group_rows;
+    const int64_t n_panels = w->ne[1] / packed_x86::k_panel_rows;
     const int64_t m = dst->ne[1];
     int64_t begin = 0, end = 0;
     if (m == 1) {
         split(n_panels, 1, ith, nth, begin, end);
-        q8x86::gemv(panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data),
+        packed_x86::gemv(format_of(w), panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data),
                     static_cast<float *>(dst->data));
     } else {
         split(n_panels, 2, ith, nth, begin, end);   // the AMX kernel takes panels in pairs
         if (begin < end) {
-            q8x86::gemm(panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data), xq->nb[1], m,
+            packed_x86::gemm(format_of(w), panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data), xq->nb[1], m,
                         static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
         }
     }
@@ -83,8 +87,8 @@ void product_op(ggml_tensor * dst, int ith, int nth, void *) {
 
 } // namespace
 
-bool packed_q8_available() {
-#ifdef OMNIMEM_HAVE_PACKED_Q8
+bool packed_matmul_available() {
+#ifdef OMNIMEM_HAVE_PACKED_MATMUL
     static const bool available = cpu_runs_kernels();
     return available;
 #else
@@ -92,19 +96,19 @@ bool packed_q8_available() {
 #endif
 }
 
-bool packed_q8_accepts(const ggml_tensor * w) {
-    return w->type == GGML_TYPE_Q8_0 && ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 &&
-           w->ne[1] % q8x86::k_group_rows == 0;
+bool packed_matmul_accepts(const ggml_tensor * w) {
+    return (w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0) && ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 &&
+           w->ne[1] % packed_x86::k_panel_rows == 0;
 }
 
-void pack_q8(ggml_tensor * w) {
-#ifdef OMNIMEM_HAVE_PACKED_Q8
+void pack_weight(ggml_tensor * w) {
+#ifdef OMNIMEM_HAVE_PACKED_MATMUL
     auto * data = static_cast<uint8_t *>(w->data);
-    const size_t panel_bytes = w->nb[1] * q8x86::k_group_rows;
+    const size_t panel_bytes = w->nb[1] * packed_x86::k_panel_rows;
     std::vector<uint8_t> rows(panel_bytes);
-    for (int64_t p = 0; p < w->ne[1] / q8x86::k_group_rows; ++p) {
+    for (int64_t p = 0; p < w->ne[1] / packed_x86::k_panel_rows; ++p) {
         std::memcpy(rows.data(), data + p * panel_bytes, panel_bytes);
-        q8x86::pack_panel(rows.data(), w->nb[1], w->ne[0], data + p * panel_bytes);
+        packed_x86::pack_panel(format_of(w), rows.data(), w->nb[1], w->ne[0], data + p * panel_bytes);
     }
     w->extra = const_cast<char *>(&k_packed_tag);
 #else
@@ -112,11 +116,11 @@ void pack_q8(ggml_tensor * w) {
 #endif
 }
 
-bool is_packed_q8(const ggml_tensor * w) { return w->extra == &k_packed_tag; }
+bool is_packed(const ggml_tensor * w) { return w->extra == &k_packed_tag; }
 
 ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
-#ifdef OMNIMEM_HAVE_PACKED_Q8
-    if (is_packed_q8(w)) {
+#ifdef OMNIMEM_HAVE_PACKED_MATMUL
+    if (is_packed(w)) {
         GGML_ASSERT(x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1);
         if (x->nb[0] != sizeof(float)) {
             x = ggml_cont(ctx, x);
@@ -132,11 +136,11 @@ ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
     return ggml_mul_mat(ctx, w, x);
 }
 
-const char * packed_q8_op_name(const ggml_tensor * node) {
+const char * packed_op_name(const ggml_tensor * node) {
     if (node->op != GGML_OP_CUSTOM || node->src[0] == nullptr) {
         return nullptr;
     }
-    if (is_packed_q8(node->src[0])) {
+    if (is_packed(node->src[0])) {
         return "MUL_MAT";
     }
     return node->type == GGML_TYPE_I8 && node->src[0]->type == GGML_TYPE_F32 ? "QUANTIZE" : nullptr;

@@ -63,22 +63,29 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
                          static_cast<uint8_t *>(dst->data), dst->nb[1]);
 }
 
+// src[1]: the activations quantized by quantize_op, or (one row) the float row itself, which every thread
+// quantizes for itself: cheaper than a node of its own between two meetings of the threads.
 void product_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * w = dst->src[0];
-    const ggml_tensor * xq = dst->src[1];
+    const ggml_tensor * x = dst->src[1];
     const auto * panels = static_cast<const uint8_t *>(w->data);
     const int64_t n_panels = w->ne[1] / packed_x86::k_panel_rows;
+    const int64_t k = w->ne[0];
     const int64_t m = dst->ne[1];
     int64_t begin = 0, end = 0;
     if (m == 1) {
         split(n_panels, 1, ith, nth, begin, end);
-        packed_x86::gemv(format_of(w), panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data),
-                    static_cast<float *>(dst->data));
+        if (begin < end) {
+            thread_local std::vector<uint8_t> row;
+            row.resize(quantized_row_bytes(k));
+            packed_x86::quantize_rows(static_cast<const float *>(x->data), x->nb[1], k, 0, 1, 1, row.data(), row.size());
+            packed_x86::gemv(format_of(w), panels, k, begin, end, row.data(), static_cast<float *>(dst->data));
+        }
     } else {
         split(n_panels, 2, ith, nth, begin, end);   // the AMX kernel takes panels in pairs
         if (begin < end) {
-            packed_x86::gemm(format_of(w), panels, w->ne[0], begin, end, static_cast<const uint8_t *>(xq->data), xq->nb[1], m,
-                        static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
+            packed_x86::gemm(format_of(w), panels, k, begin, end, static_cast<const uint8_t *>(x->data), x->nb[1], m,
+                             static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
         }
     }
 }
@@ -126,10 +133,12 @@ ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
             x = ggml_cont(ctx, x);
         }
         const int64_t m = x->ne[1];
-        const int64_t padded = m == 1 ? 1 : (m + 31) / 32 * 32;   // AMX takes 32 rows at a time
-        ggml_tensor * xq = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(quantized_row_bytes(w->ne[0])), padded, 1, 1,
-                                          &x, 1, quantize_op, GGML_N_TASKS_MAX, nullptr);
-        ggml_tensor * args[2] = {w, xq};
+        ggml_tensor * args[2] = {w, x};
+        if (m > 1) {
+            const int64_t padded = (m + 31) / 32 * 32;   // AMX takes 32 rows at a time
+            args[1] = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(quantized_row_bytes(w->ne[0])), padded, 1, 1, &x, 1,
+                                     quantize_op, GGML_N_TASKS_MAX, nullptr);
+        }
         return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], m, 1, 1, args, 2, product_op, GGML_N_TASKS_MAX, nullptr);
     }
 #endif

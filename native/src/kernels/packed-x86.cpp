@@ -21,16 +21,14 @@ constexpr int64_t k_block = 32;            // values per block of both formats
 constexpr int64_t k_prefetch_blocks = 4;
 constexpr int64_t k_slice_blocks = 64;     // 2048 values of K: 1 MiB of a 512-row batch
 
-// What differs between the formats: a file block (fp16 scale first), a panel block, the bias of the stored values.
+// What differs between the formats: a file block (fp16 scale first) and a panel block's values.
 struct q8_0 {
     static constexpr int64_t file_block_bytes = 34;
     static constexpr int64_t values_bytes = 512;
-    static constexpr int32_t bias = 128;
 };
 struct q4_0 {
     static constexpr int64_t file_block_bytes = 18;
     static constexpr int64_t values_bytes = 256;
-    static constexpr int32_t bias = 8;
 };
 template <typename F>
 constexpr int64_t panel_block_bytes = F::values_bytes + 2 * k_panel_rows;
@@ -74,21 +72,30 @@ inline __m512 panel_scales(const uint8_t * values) {
 inline __m512i low_nibbles(__m512i v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
 inline __m512i high_nibbles(__m512i v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)); }
 
-// The biased int32 dot products of one panel block with one activation block (16 weight rows).
+// The int32 dot products of one panel block with one activation block of x (sum: its values' sum), for the
+// panel's 16 weight rows. VNNI multiplies unsigned by signed bytes: Q8_0 runs on x + 128 and takes 128 × each
+// weight row's sum (a second product, with ones) off; Q4_0 runs on its codes (value + 8) and takes 8 × x's sum off.
 template <typename F>
-inline __m512i block_dot(__m512i dot, const uint8_t * values, const int8_t * x) {
+inline __m512i block_dot(const uint8_t * values, const int8_t * x, int32_t sum) {
+    __m512i dot = _mm512_setzero_si512();
     if constexpr (std::is_same_v<F, q8_0>) {
+        __m512i weight_sum = _mm512_setzero_si512();
+        const __m512i ones = _mm512_set1_epi8(1);
         for (int g = 0; g < 8; ++g) {
-            dot = _mm512_dpbusd_epi32(dot, _mm512_loadu_si512(values + g * 64), _mm512_set1_epi32(load_i32(x + 4 * g)));
+            const __m512i w = _mm512_loadu_si512(values + g * 64);
+            const __m512i xu = _mm512_set1_epi32(load_i32(x + 4 * g) ^ int32_t(0x80808080));
+            dot = _mm512_dpbusd_epi32(dot, xu, w);
+            weight_sum = _mm512_dpbusd_epi32(weight_sum, ones, w);
         }
+        return _mm512_sub_epi32(dot, _mm512_slli_epi32(weight_sum, 7));
     } else {
         for (int g = 0; g < 4; ++g) {
             const __m512i v = _mm512_loadu_si512(values + g * 64);
             dot = _mm512_dpbusd_epi32(dot, low_nibbles(v), _mm512_set1_epi32(load_i32(x + 4 * g)));
             dot = _mm512_dpbusd_epi32(dot, high_nibbles(v), _mm512_set1_epi32(load_i32(x + 16 + 4 * g)));
         }
+        return _mm512_sub_epi32(dot, _mm512_set1_epi32(8 * sum));
     }
-    return dot;
 }
 
 // G panels of 16 weight rows against one activation row: 16·G outputs.
@@ -102,7 +109,6 @@ inline void gemv_panels(const uint8_t * panel, size_t panel_bytes, int64_t k, co
     }
     for (int64_t b = 0; b < n_blocks; ++b) {
         const uint8_t * blk = panel + b * block_bytes;
-        const __m512i bias = _mm512_set1_epi32(F::bias * x.sum[b]);
         const __m512 xs = _mm512_set1_ps(x.scale[b]);
         for (int g = 0; g < G; ++g) {
             // several streams at once outrun the hardware prefetcher: ask for the block k_prefetch_blocks ahead
@@ -110,9 +116,9 @@ inline void gemv_panels(const uint8_t * panel, size_t panel_bytes, int64_t k, co
             for (int line = 0; line < block_bytes; line += 64) {
                 _mm_prefetch(reinterpret_cast<const char *>(ahead + line), _MM_HINT_T0);
             }
-            const __m512i dot = block_dot<F>(_mm512_setzero_si512(), blk + g * panel_bytes, x.q + b * k_block);
+            const __m512i dot = block_dot<F>(blk + g * panel_bytes, x.q + b * k_block, x.sum[b]);
             const __m512 ws = panel_scales(blk + g * panel_bytes + F::values_bytes);
-            acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot, bias)), _mm512_mul_ps(ws, xs), acc[g]);
+            acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, xs), acc[g]);
         }
     }
     for (int g = 0; g < G; ++g) {
@@ -120,22 +126,24 @@ inline void gemv_panels(const uint8_t * panel, size_t panel_bytes, int64_t k, co
     }
 }
 
-// A panel block's values as an AMX B tile: Q8_0's are one already; Q4_0's nibbles are spread to bytes in `tile`.
+// A panel block's values as an AMX B tile of signed bytes: Q8_0's are one already; Q4_0's codes are spread
+// to bytes in `tile`, less 8.
 template <typename F>
 inline const uint8_t * b_tile(const uint8_t * values, uint8_t * tile) {
     if constexpr (std::is_same_v<F, q8_0>) {
         return values;
     } else {
+        const __m512i eight = _mm512_set1_epi8(8);
         for (int g = 0; g < 4; ++g) {
             const __m512i v = _mm512_loadu_si512(values + g * 64);
-            _mm512_store_si512(tile + g * 64, low_nibbles(v));
-            _mm512_store_si512(tile + (g + 4) * 64, high_nibbles(v));
+            _mm512_store_si512(tile + g * 64, _mm512_sub_epi8(low_nibbles(v), eight));
+            _mm512_store_si512(tile + (g + 4) * 64, _mm512_sub_epi8(high_nibbles(v), eight));
         }
         return tile;
     }
 }
 
-// The biased int32 products of one block of K: 32 activation rows × 16·NT weight rows into c (AMX tiles).
+// The int32 products of one block of K: 32 activation rows × 16·NT weight rows into c (AMX tiles).
 template <typename F, int NT>
 inline void amx_block_products(const uint8_t * blk, size_t panel_bytes, const uint8_t * a, size_t a_row_bytes,
                                int32_t (*c)[2][16][16]) {
@@ -145,16 +153,16 @@ inline void amx_block_products(const uint8_t * blk, size_t panel_bytes, const ui
     _tile_loadd(2, a, a_row_bytes);
     _tile_loadd(3, a + 16 * a_row_bytes, a_row_bytes);
     _tile_loadd(0, b_tile<F>(blk, unpacked[0]), 64);
-    _tile_dpbsud(4, 2, 0);
-    _tile_dpbsud(5, 3, 0);
+    _tile_dpbssd(4, 2, 0);
+    _tile_dpbssd(5, 3, 0);
     _tile_stored(4, c[0][0], 64);
     _tile_stored(5, c[1][0], 64);
     if (NT == 2) {
         _tile_zero(6);
         _tile_zero(7);
         _tile_loadd(1, b_tile<F>(blk + panel_bytes, unpacked[1]), 64);
-        _tile_dpbsud(6, 2, 1);
-        _tile_dpbsud(7, 3, 1);
+        _tile_dpbssd(6, 2, 1);
+        _tile_dpbssd(7, 3, 1);
         _tile_stored(6, c[0][1], 64);
         _tile_stored(7, c[1][1], 64);
     }
@@ -194,11 +202,10 @@ void amx_panels(const uint8_t * panel, size_t panel_bytes, int64_t k, int64_t b0
             for (int mt = 0; mt < 2; ++mt) {
                 for (int r = 0; r < 16; ++r) {
                     const quantized_row x(a + (mt * 16 + r) * xq_row_bytes, k);
-                    const __m512i bias = _mm512_set1_epi32(F::bias * x.sum[b]);
                     const __m512 xs = _mm512_set1_ps(x.scale[b]);
                     float * out = acc[mt * 16 + r];
                     for (int nt = 0; nt < NT; ++nt) {
-                        const __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(cb[mt][nt][r]), bias));
+                        const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(cb[mt][nt][r]));
                         _mm512_store_ps(out + 16 * nt, _mm512_fmadd_ps(dot, _mm512_mul_ps(ws[nt], xs),
                                                                        _mm512_load_ps(out + 16 * nt)));
                     }
@@ -219,8 +226,7 @@ void pack_panel_as(const uint8_t * rows, size_t row_bytes, int64_t k, uint8_t * 
         for (int r = 0; r < k_panel_rows; ++r) {
             const uint8_t * blk = rows + r * row_bytes + b * F::file_block_bytes;   // fp16 scale, then values
             for (int j = 0; j < F::values_bytes / k_panel_rows; ++j) {
-                // Q8_0: int8 + 128 as uint8; Q4_0: its bytes as they are (codes are value + 8 already)
-                out[(j / 4) * 64 + r * 4 + j % 4] = std::is_same_v<F, q8_0> ? uint8_t(blk[2 + j] ^ 0x80) : blk[2 + j];
+                out[(j / 4) * 64 + r * 4 + j % 4] = blk[2 + j];
             }
             std::memcpy(out + F::values_bytes + 2 * r, blk, 2);
         }

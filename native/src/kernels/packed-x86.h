@@ -2,15 +2,14 @@
 // says when they may run). Plain declarations only: this header is shared with code built for any x86 CPU.
 //
 // A panel holds 16 weight rows. Block b of K (32 values) of a panel is its values, then the 16 rows' fp16
-// scales; each value is stored as an unsigned byte, the signed value plus a bias (Q8_0: int8 + 128; Q4_0: its
-// 4-bit code, value + 8). Q8_0: 512 bytes laid out as an AMX B tile, 8 rows of 64 bytes (group j/4 of K, then
-// the 16 weight rows, then j%4). Q4_0: 256 bytes, the same layout for values 0-15 in the low nibbles and 16-31
-// in the high ones (which is each row's own Q4_0 bytes, 4 at a time). Either way a panel is exactly as large
-// as its 16 rows in the file, so packing is in place.
+// scales. Q8_0: 512 bytes of int8, laid out as an AMX B tile, 8 rows of 64 bytes (group j/4 of K, then the 16
+// weight rows, then j%4). Q4_0: 256 bytes, the same layout for values 0-15 in the low nibbles and 16-31 in
+// the high ones (which is each row's own Q4_0 bytes, 4 at a time; a nibble is the value + 8). Either way a
+// panel is exactly as large as its 16 rows in the file, so packing is in place.
 //
 // A quantized activation row: K int8 values (ggml's Q8_0 rounding), then a float scale per block (the fp16
-// value ggml would store), then an int32 per block, the sum of its values: the products run on the biased
-// weights, so bias × that sum comes off every block's dot product.
+// value ggml would store), then an int32 per block, the sum of its values (Q4_0's codes are the values + 8,
+// so 8 × that sum comes off each block's product with them).
 #pragma once
 
 #include <cstddef>

@@ -68,6 +68,14 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
 void product_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * x = dst->src[1];
+    if (w->type == GGML_TYPE_F16) {
+        int64_t begin = 0, end = 0;
+        split(w->ne[1], 4, ith, nth, begin, end);
+        packed_x86::f16_product(static_cast<const uint8_t *>(w->data), w->nb[1], w->ne[0], begin, end,
+                                static_cast<const float *>(x->data), x->nb[1], dst->ne[1],
+                                static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
+        return;
+    }
     const auto * panels = static_cast<const uint8_t *>(w->data);
     const int64_t n_panels = w->ne[1] / packed_x86::k_panel_rows;
     const int64_t k = w->ne[0];
@@ -104,12 +112,21 @@ bool packed_matmul_available() {
 }
 
 bool packed_matmul_accepts(const ggml_tensor * w) {
-    return (w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0) && ggml_is_contiguous(w) && w->ne[2] == 1 && w->ne[3] == 1 &&
-           w->ne[1] % packed_x86::k_panel_rows == 0;
+    if (!ggml_is_contiguous(w) || w->ne[2] != 1 || w->ne[3] != 1) {
+        return false;
+    }
+    if (w->type == GGML_TYPE_F16) {
+        return w->ne[0] % 16 == 0;
+    }
+    return (w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0) && w->ne[1] % packed_x86::k_panel_rows == 0;
 }
 
 void pack_weight(ggml_tensor * w) {
 #ifdef OMNIMEM_HAVE_PACKED_MATMUL
+    if (w->type == GGML_TYPE_F16) {   // used as stored
+        w->extra = const_cast<char *>(&k_packed_tag);
+        return;
+    }
     auto * data = static_cast<uint8_t *>(w->data);
     const size_t panel_bytes = w->nb[1] * packed_x86::k_panel_rows;
     std::vector<uint8_t> rows(panel_bytes);
@@ -134,7 +151,7 @@ ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
         }
         const int64_t m = x->ne[1];
         ggml_tensor * args[2] = {w, x};
-        if (m > 1) {
+        if (m > 1 && w->type != GGML_TYPE_F16) {
             const int64_t padded = (m + 31) / 32 * 32;   // AMX takes 32 rows at a time
             args[1] = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(quantized_row_bytes(w->ne[0])), padded, 1, 1, &x, 1,
                                      quantize_op, GGML_N_TASKS_MAX, nullptr);

@@ -1,4 +1,4 @@
-// The x86 kernels of packed Q8_0 and Q4_0 products (built with AVX-512 and AMX enabled; kernels/packed-matmul.h
+// The x86 kernels of packed Q8_0 and Q4_0 products, and of F16 ones (built with AVX-512 and AMX enabled; kernels/packed-matmul.h
 // says when they may run). Plain declarations only: this header is shared with code built for any x86 CPU.
 //
 // A panel holds 16 weight rows. Block b of K (32 values) of a panel is its values, then the 16 rows' fp16
@@ -40,5 +40,10 @@ void gemv(weight_format format, const uint8_t * panels, int64_t k, int64_t panel
 // y + i · y_row_floats. The process must have been granted the tile state (request_tiles).
 void gemm(weight_format format, const uint8_t * panels, int64_t k, int64_t panel_begin, int64_t panel_end,
           const uint8_t * xq, size_t xq_row_bytes, int64_t m, float * y, size_t y_row_floats);
+
+// F16 weights as stored (rows w_row_bytes apart; K a multiple of 16) times m float rows of x: rows
+// [n_begin, n_end) of y (row i at y + i · y_row_floats), in float with AVX-512.
+void f16_product(const uint8_t * w, size_t w_row_bytes, int64_t k, int64_t n_begin, int64_t n_end, const float * x,
+                 size_t x_row_bytes, int64_t m, float * y, size_t y_row_floats);
 
 } // namespace om::packed_x86

@@ -64,8 +64,8 @@ class Model(NativeHandle):
         device: ``"auto"`` (a GPU if this build has one, else the CPU), ``"cpu"``, or a ggml device name
             such as ``"CUDA0"``.
         use_mmap: map the file instead of reading it; CPU weights are then used in place.
-        use_repack: give quantized matrix weights a faster layout on the CPU: our AMX kernels' for Q8_0 and
-            Q4_0 where the CPU has AMX (``info.weights_packed_bytes``), ggml's repacked layouts otherwise.
+        use_repack: give matrix weights a faster layout on the CPU: our kernels' for Q8_0, Q4_0 and F16 where
+            the CPU has AMX (``info.weights_packed_bytes``), ggml's repacked layouts otherwise.
         encoder_cache: encoder outputs kept per tower for reuse, keyed by their exact input (0: off). With
             several streams of this model fed the same media — policies or budgets compared side by side,
             several viewers of one camera — each chunk is then encoded once; 1 is enough when they are fed

@@ -22,6 +22,7 @@ constexpr int64_t k_prefetch_blocks = 4;
 constexpr int64_t k_slice_blocks = 64;     // 2048 values of K: 1 MiB of a 512-row batch
 constexpr int64_t k_f16_slice = 512;       // F16: 1 KiB of each weight row
 constexpr int64_t k_f16_chunk_rows = 256;
+constexpr int64_t k_f16_prefetch_bytes = 2048;
 
 // What differs between the formats: a file block (fp16 scale first) and a panel block's values.
 struct q8_0 {
@@ -285,6 +286,10 @@ inline void f16_block(const uint8_t * w, size_t w_row_bytes, int64_t k0, int64_t
     for (int64_t kk = k0; kk < k1; kk += 16) {
         __m512 wv[NB];
         for (int j = 0; j < NB; ++j) {
+            if (MB == 1 && (kk & 31) == 0) {   // decode: several rows at once outrun the hardware prefetcher
+                _mm_prefetch(reinterpret_cast<const char *>(w + j * w_row_bytes + 2 * kk + k_f16_prefetch_bytes),
+                             _MM_HINT_T0);
+            }
             wv[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + j * w_row_bytes + 2 * kk)));
         }
         for (int i = 0; i < MB; ++i) {

@@ -13,9 +13,9 @@ one stolen core stalls all of ggml's threads. Engines and modes:
                      and/or CPU_REPACK, whatever this CPU offers);
   llama.cpp plain    use_extra_bufts off: weights used as stored in the file;
   llama.cpp repack   CPU_REPACK only, for types that have a repacked layout on this CPU;
-  omnimem.cpp        Model(use_repack=True).
-Every engine runs in its own child process: a crash (llama.cpp's AMX buffers segfault on batched matmuls
-with GCC 12 builds) is reported as "crash" instead of ending the benchmark. Decode runs before prefill and
+  omnimem.cpp        Model(use_repack=True): our own kernels on CPUs with AMX, ggml's layouts elsewhere.
+Every engine runs in its own child process: a crash (llama.cpp's AMX buffers fault on batched matmuls with
+GCC 12 builds: SIGSEGV or SIGILL, by machine) is reported as "crash" instead of ending the benchmark. Decode runs before prefill and
 feeds its prompt one token at a time, so that a mode which crashes on batches still reports decode speed.
 """
 

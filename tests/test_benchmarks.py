@@ -107,3 +107,24 @@ def test_bench_speed_cheap_parts_end_to_end(tmp_path):
     assert "scoring ÷ ingest at omnimem@64" in proc.stdout
     proc = omnimem("bench", "speed", "--parts", "text", "--types", "q5_9", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown weight types" in proc.stderr
+
+
+def test_kernels_ab_alternates_both_engines_on_one_file(tiny_gguf):
+    from benchmarks import kernels_ab
+
+    found = kernels_ab.measure(tiny_gguf("base", "q8_0"), rounds=2, decode=3, prompt=8, threads=1)
+    for name in ("ours", "ggml"):
+        assert len(found[name]["decode"]) == len(found[name]["prefill"]) == 2
+        assert min(found[name]["decode"] + found[name]["prefill"]) > 0
+    assert found["ggml"]["weights_packed_bytes"] == 0
+
+
+def test_kernels_ab_table_divides_the_medians():
+    from benchmarks import kernels_ab
+
+    results = {"q8_0": {"ours": {"decode": [8.0, 6.0, 7.0], "prefill": [100.0, 90.0, 95.0], "weights_packed_bytes": 3e9},
+                        "ggml": {"decode": [7.0, 7.0, 7.0], "prefill": [20.0, 19.0, 18.0], "weights_packed_bytes": 0}}}
+    rows = kernels_ab.table(results).splitlines()
+    assert rows[2] == "| Q8_0 | decode (tok/s) | 7.00; 8.00 | 7.00; 7.00 | 1.00× |"
+    assert rows[3] == "| Q8_0 | prefill (tok/s) | 95.00; 100.00 | 19.00; 20.00 | 5.00× |"
+    assert rows[4] == "| Q8_0 | weights in our kernels' layout | 3.00 GB | | |"

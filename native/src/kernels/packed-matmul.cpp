@@ -68,12 +68,11 @@ void quantize_op(ggml_tensor * dst, int ith, int nth, void *) {
 void product_op(ggml_tensor * dst, int ith, int nth, void *) {
     const ggml_tensor * w = dst->src[0];
     const ggml_tensor * x = dst->src[1];
-    if (w->type == GGML_TYPE_F16) {
+    if (w->type == GGML_TYPE_F16) {   // one row: batches stay on ggml (mul_mat)
         int64_t begin = 0, end = 0;
         split(w->ne[1], 4, ith, nth, begin, end);
-        packed_x86::f16_product(static_cast<const uint8_t *>(w->data), w->nb[1], w->ne[0], begin, end,
-                                static_cast<const float *>(x->data), x->nb[1], dst->ne[1],
-                                static_cast<float *>(dst->data), dst->nb[1] / sizeof(float));
+        packed_x86::f16_gemv(static_cast<const uint8_t *>(w->data), w->nb[1], w->ne[0], begin, end,
+                             static_cast<const float *>(x->data), static_cast<float *>(dst->data));
         return;
     }
     const auto * panels = static_cast<const uint8_t *>(w->data);
@@ -144,14 +143,15 @@ bool is_packed(const ggml_tensor * w) { return w->extra == &k_packed_tag; }
 
 ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x) {
 #ifdef OMNIMEM_HAVE_PACKED_MATMUL
-    if (is_packed(w)) {
+    // F16 batches stay on ggml: its product was the faster one there (ours 0.9× at 3B prefill)
+    if (is_packed(w) && !(w->type == GGML_TYPE_F16 && x->ne[1] > 1)) {
         GGML_ASSERT(x->type == GGML_TYPE_F32 && x->ne[0] == w->ne[0] && x->ne[2] == 1 && x->ne[3] == 1);
         if (x->nb[0] != sizeof(float)) {
             x = ggml_cont(ctx, x);
         }
         const int64_t m = x->ne[1];
         ggml_tensor * args[2] = {w, x};
-        if (m > 1 && w->type != GGML_TYPE_F16) {
+        if (m > 1) {
             const int64_t padded = (m + 31) / 32 * 32;   // AMX takes 32 rows at a time
             args[1] = ggml_custom_4d(ctx, GGML_TYPE_I8, int64_t(quantized_row_bytes(w->ne[0])), padded, 1, 1, &x, 1,
                                      quantize_op, GGML_N_TASKS_MAX, nullptr);

@@ -6,8 +6,9 @@
 // into 16-row panels (kernels/packed-x86.h) that serve both paths: one activation row (decode) runs on
 // AVX-512 VNNI, more rows (prefill) on AMX int8 tiles. Activations are quantized per 32 values exactly as
 // ggml's Q8_0 does, and the block products are exact integers, so results match ggml's products up to the
-// order of float sums. F16 weights stay as stored and are multiplied in float with AVX-512 (ggml rounds the
-// activations to fp16 first). Everything else stays on ggml.
+// order of float sums. F16 weights stay as stored; one row is multiplied in float with AVX-512 (ggml rounds
+// the activations to fp16 first), while F16 batches stay on ggml's product, the faster one there. Everything
+// else stays on ggml.
 #pragma once
 
 #include "ggml.h"
@@ -27,7 +28,7 @@ void pack_weight(ggml_tensor * w);
 
 bool is_packed(const ggml_tensor * w);
 
-// w [K, N] times x [K, M] -> [N, M]: the packed product for packed weights, ggml_mul_mat otherwise.
+// w [K, N] times x [K, M] -> [N, M]: our product for weights our kernels took, ggml_mul_mat otherwise.
 ggml_tensor * mul_mat(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x);
 
 // What the op profile calls the nodes mul_mat() adds ("MUL_MAT", "QUANTIZE"); nullptr for other nodes.

@@ -20,8 +20,6 @@ namespace {
 constexpr int64_t k_block = 32;            // values per block of both formats
 constexpr int64_t k_prefetch_blocks = 4;
 constexpr int64_t k_slice_blocks = 64;     // 2048 values of K: 1 MiB of a 512-row batch
-constexpr int64_t k_f16_slice = 512;       // F16: 1 KiB of each weight row
-constexpr int64_t k_f16_chunk_rows = 256;
 constexpr int64_t k_f16_prefetch_bytes = 2048;
 
 // What differs between the formats: a file block (fp16 scale first) and a panel block's values.
@@ -272,50 +270,27 @@ void gemm_as(const uint8_t * panels, int64_t k, int64_t panel_begin, int64_t pan
     _tile_release();
 }
 
-// F16 weights, kept as stored: MB activation rows × NB weight rows over values [k0, k1) of K, in float (the
-// weights widened from fp16, the activations as they are); y gets the sums, or has them added.
-template <int MB, int NB>
-inline void f16_block(const uint8_t * w, size_t w_row_bytes, int64_t k0, int64_t k1, const uint8_t * x,
-                      size_t x_row_bytes, float * y, size_t y_row_floats, bool accumulate) {
-    __m512 acc[MB][NB];
-    for (int i = 0; i < MB; ++i) {
-        for (int j = 0; j < NB; ++j) {
-            acc[i][j] = _mm512_setzero_ps();
-        }
+// F16 weights, kept as stored, against one float activation row: NB weight rows, in float (the weights widened
+// from fp16). Each row is read whole and in order: long sequential reads are what the memory is fastest at.
+template <int NB>
+inline void f16_rows(const uint8_t * w, size_t w_row_bytes, int64_t k, const float * x, float * y) {
+    __m512 acc[NB];
+    for (int j = 0; j < NB; ++j) {
+        acc[j] = _mm512_setzero_ps();
     }
-    for (int64_t kk = k0; kk < k1; kk += 16) {
-        __m512 wv[NB];
+    for (int64_t kk = 0; kk < k; kk += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + kk);
         for (int j = 0; j < NB; ++j) {
-            if (MB == 1 && (kk & 31) == 0) {   // decode: several rows at once outrun the hardware prefetcher
-                _mm_prefetch(reinterpret_cast<const char *>(w + j * w_row_bytes + 2 * kk + k_f16_prefetch_bytes),
-                             _MM_HINT_T0);
+            const uint8_t * at = w + j * w_row_bytes + 2 * kk;
+            if ((kk & 31) == 0) {   // several rows at once outrun the hardware prefetcher
+                _mm_prefetch(reinterpret_cast<const char *>(at + k_f16_prefetch_bytes), _MM_HINT_T0);
             }
-            wv[j] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(w + j * w_row_bytes + 2 * kk)));
-        }
-        for (int i = 0; i < MB; ++i) {
-            const __m512 xv = _mm512_loadu_ps(reinterpret_cast<const float *>(x + i * x_row_bytes) + kk);
-            for (int j = 0; j < NB; ++j) {
-                acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
-            }
+            acc[j] = _mm512_fmadd_ps(xv, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(at))),
+                                     acc[j]);
         }
     }
-    for (int i = 0; i < MB; ++i) {
-        for (int j = 0; j < NB; ++j) {
-            const float sum = _mm512_reduce_add_ps(acc[i][j]);
-            y[i * y_row_floats + j] = accumulate ? y[i * y_row_floats + j] + sum : sum;
-        }
-    }
-}
-
-template <int MB>
-inline void f16_rows(const uint8_t * w, size_t w_row_bytes, int64_t n_begin, int64_t n_end, int64_t k0, int64_t k1,
-                     const uint8_t * x, size_t x_row_bytes, float * y, size_t y_row_floats, bool accumulate) {
-    int64_t n = n_begin;
-    for (; n + 4 <= n_end; n += 4) {
-        f16_block<MB, 4>(w + n * w_row_bytes, w_row_bytes, k0, k1, x, x_row_bytes, y + n, y_row_floats, accumulate);
-    }
-    for (; n < n_end; ++n) {
-        f16_block<MB, 1>(w + n * w_row_bytes, w_row_bytes, k0, k1, x, x_row_bytes, y + n, y_row_floats, accumulate);
+    for (int j = 0; j < NB; ++j) {
+        y[j] = _mm512_reduce_add_ps(acc[j]);
     }
 }
 
@@ -375,28 +350,14 @@ void gemm(weight_format format, const uint8_t * panels, int64_t k, int64_t panel
                                   : gemm_as<q4_0>(panels, k, panel_begin, panel_end, xq, xq_row_bytes, m, y, y_row_floats);
 }
 
-void f16_product(const uint8_t * w, size_t w_row_bytes, int64_t k, int64_t n_begin, int64_t n_end, const float * x,
-                 size_t x_row_bytes, int64_t m, float * y, size_t y_row_floats) {
-    const auto * xb = reinterpret_cast<const uint8_t *>(x);
-    // K in slices and the weight rows in chunks, so that a chunk's slice (256 KiB) stays in L2 while every
-    // activation row passes, 4 at a time. One row (decode) reads each weight row whole instead: long
-    // sequential reads are what the memory is fastest at.
-    const int64_t slice = m >= 4 ? k_f16_slice : k;
-    const int64_t chunk = m >= 4 ? k_f16_chunk_rows : n_end - n_begin;
-    for (int64_t k0 = 0; k0 < k; k0 += slice) {
-        const int64_t k1 = k0 + slice < k ? k0 + slice : k;
-        for (int64_t n0 = n_begin; n0 < n_end; n0 += chunk) {
-            const int64_t n1 = n0 + chunk < n_end ? n0 + chunk : n_end;
-            int64_t i = 0;
-            for (; i + 4 <= m; i += 4) {
-                f16_rows<4>(w, w_row_bytes, n0, n1, k0, k1, xb + i * x_row_bytes, x_row_bytes,
-                            y + i * y_row_floats, y_row_floats, k0 > 0);
-            }
-            for (; i < m; ++i) {
-                f16_rows<1>(w, w_row_bytes, n0, n1, k0, k1, xb + i * x_row_bytes, x_row_bytes,
-                            y + i * y_row_floats, y_row_floats, k0 > 0);
-            }
-        }
+void f16_gemv(const uint8_t * w, size_t w_row_bytes, int64_t k, int64_t n_begin, int64_t n_end, const float * x,
+              float * y) {
+    int64_t n = n_begin;
+    for (; n + 4 <= n_end; n += 4) {
+        f16_rows<4>(w + n * w_row_bytes, w_row_bytes, k, x, y + n);
+    }
+    for (; n < n_end; ++n) {
+        f16_rows<1>(w + n * w_row_bytes, w_row_bytes, k, x, y + n);
     }
 }
 

@@ -41,9 +41,9 @@ void gemv(weight_format format, const uint8_t * panels, int64_t k, int64_t panel
 void gemm(weight_format format, const uint8_t * panels, int64_t k, int64_t panel_begin, int64_t panel_end,
           const uint8_t * xq, size_t xq_row_bytes, int64_t m, float * y, size_t y_row_floats);
 
-// F16 weights as stored (rows w_row_bytes apart; K a multiple of 16) times m float rows of x: rows
-// [n_begin, n_end) of y (row i at y + i · y_row_floats), in float with AVX-512.
-void f16_product(const uint8_t * w, size_t w_row_bytes, int64_t k, int64_t n_begin, int64_t n_end, const float * x,
-                 size_t x_row_bytes, int64_t m, float * y, size_t y_row_floats);
+// F16 weights as stored (rows w_row_bytes apart; K a multiple of 16) times one float row x: y[n] for rows
+// [n_begin, n_end), in float with AVX-512.
+void f16_gemv(const uint8_t * w, size_t w_row_bytes, int64_t k, int64_t n_begin, int64_t n_end, const float * x,
+              float * y);
 
 } // namespace om::packed_x86

@@ -9,7 +9,7 @@ import json
 import pytest
 
 import omnimem_cpp as om
-from omnimem_cpp.benchmarks import memory_scaling, speed, text_speed
+from omnimem_cpp.benchmarks import kernels_ab, memory_scaling, speed, text_speed
 from omnimem_cpp.benchmarks.bandwidth import read_bandwidth_gbs
 from omnimem_cpp.demo import DEMO_MODEL
 
@@ -110,8 +110,6 @@ def test_bench_speed_cheap_parts_end_to_end(tmp_path):
 
 
 def test_kernels_ab_alternates_both_engines_on_one_file(tiny_gguf):
-    from benchmarks import kernels_ab
-
     found = kernels_ab.measure(tiny_gguf("base", "q8_0"), rounds=2, decode=3, prompt=8, threads=1)
     for name in ("ours", "ggml"):
         assert len(found[name]["decode"]) == len(found[name]["prefill"]) == 2
@@ -120,8 +118,6 @@ def test_kernels_ab_alternates_both_engines_on_one_file(tiny_gguf):
 
 
 def test_kernels_ab_table_divides_the_medians():
-    from benchmarks import kernels_ab
-
     results = {"q8_0": {"ours": {"decode": [8.0, 6.0, 7.0], "prefill": [100.0, 90.0, 95.0], "weights_packed_bytes": 3e9},
                         "ggml": {"decode": [7.0, 7.0, 7.0], "prefill": [20.0, 19.0, 18.0], "weights_packed_bytes": 0}}}
     rows = kernels_ab.table(results).splitlines()

@@ -68,8 +68,8 @@ const char * om_system_info(void) {
         ggml_backend_dev_t d = ggml_backend_dev_get(i);
         info += std::string(" ") + ggml_backend_dev_name(d) + " (" + ggml_backend_dev_description(d) + ")";
     }
-    info += om::packed_matmul_available() ? "; Q8_0/Q4_0 products: packed, AMX tiles and AVX-512 VNNI"
-                                          : "; Q8_0/Q4_0 products: ggml's";
+    info += om::packed_matmul_available() ? "; Q8_0/Q4_0/F16 products: packed, AMX tiles and AVX-512"
+                                          : "; Q8_0/Q4_0/F16 products: ggml's";
     info += "; llama.cpp: ";
     info += llama_print_system_info();
     return info.c_str();

@@ -18,6 +18,8 @@ namespace {
 // w->extra of a packed weight points here (the CPU backend reads extra only for its own buffer types).
 const char k_packed_tag = 'P';
 
+#ifdef OMNIMEM_HAVE_PACKED_MATMUL
+
 constexpr int64_t k_block = 32;
 
 packed_x86::weight_format format_of(const ggml_tensor * w) {
@@ -33,8 +35,6 @@ void split(int64_t n, int64_t unit, int ith, int nth, int64_t & begin, int64_t &
     begin = std::min(n, ith * per * unit);
     end = std::min(n, (ith + 1) * per * unit);
 }
-
-#ifdef OMNIMEM_HAVE_PACKED_MATMUL
 
 bool cpu_runs_kernels() {
     unsigned a = 0, b = 0, c = 0, d = 0;

@@ -104,7 +104,7 @@ bool matmul_weight_fits(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft,
 
 // The CPU backend's repacked weight layouts (CPU_REPACK) speed up quantized matmuls. ggml's AMX layout is
 // deliberately not used: with the pinned build it faults on batched matmuls (see docs/architecture.md); on
-// AMX CPUs Q8_0 and Q4_0 weights take our own packed layout instead (kernels/packed-matmul.h).
+// AMX CPUs Q8_0, Q4_0 and F16 weights go to our own kernels instead (kernels/packed-matmul.h).
 ggml_backend_buffer_type_t cpu_repack_buft(ggml_backend_dev_t cpu) {
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(cpu);
     auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(

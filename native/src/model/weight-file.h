@@ -43,9 +43,9 @@ public:
     tensor_finder finder() const { return {ctx_, path_, {}}; }
 
     // Puts the data of `tensors` on `device`. On the CPU with use_mmap they are used in place from a
-    // memory map, except those `repack` accepts (matrix-product weights only), which go to our packed Q8_0 / Q4_0
-    // layout on AMX CPUs or the CPU backend's repacked layouts; on other devices (or without mmap) they are
-    // copied into the device's memory.
+    // memory map, except those `repack` accepts (matrix-product weights only), which go to our kernels'
+    // layouts (Q8_0, Q4_0, F16) on AMX CPUs or the CPU backend's repacked layouts; on other devices (or
+    // without mmap) they are copied into the device's memory.
     void place(const std::vector<ggml_tensor *> & tensors, ggml_backend_dev_t device, bool use_mmap,
                const std::function<bool(const ggml_tensor *)> & repack);
 

@@ -42,11 +42,11 @@ bool op_profile::observe(ggml_tensor * node, bool ask, void * self) {
         return true;
     }
     const char * packed = packed_op_name(node);
-    total & t = p.by_op_[{packed != nullptr ? packed : ggml_op_desc(node),
-                          std::strcmp(node->name, k_scoring_node_name) == 0}];
+    const char * op = packed != nullptr ? packed : ggml_op_desc(node);
+    total & t = p.by_op_[{op, std::strcmp(node->name, k_scoring_node_name) == 0}];
     t.nodes += 1;
     t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started_).count();
-    if (node->op == GGML_OP_MUL_MAT || (packed != nullptr && std::strcmp(packed, "MUL_MAT") == 0)) {
+    if (std::strcmp(op, "MUL_MAT") == 0) {
         t.flops += 2 * node->src[0]->ne[0] * ggml_nelements(node);   // every output a dot product of ne[0] terms
     }
     if (node->op == GGML_OP_GET_ROWS) {

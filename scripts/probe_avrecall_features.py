@@ -3,8 +3,8 @@
 The shipped model keeps its vision and audio towers at their random weights; only the language model was
 trained. This script asks how readable the towers' outputs are. It encodes fresh AV-Recall streams with
 the shipped projector, exactly as a stream does, and fits small classifiers on the embeddings:
-- For each object slot: the tokens over the slot's centre (3 rows x 2 columns of 28-px cells) against the
-  colour and the shape of the object there, or "none". There are two probes: a linear one on their mean,
+- For each object slot: the tokens at least half inside the slot's box (3 rows x 2 columns of 28-px cells)
+  against the colour and the shape of the object there, or "none". There are two probes: a linear one on their mean,
   and a one-hidden-layer MLP on the six tokens side by side.
 - For each second of audio: the mean of its 25 tokens against the symbol that plays then, or "none".
 
@@ -16,7 +16,9 @@ token embeddings, and how alike two tokens of a modality are (mean cosine simila
     python scripts/probe_avrecall_features.py [--streams 60] [--seconds 20]
 
 ``--vision-block-gain G`` probes untrained towers instead: the training script's initial thinker with its
-vision blocks' residual branches scaled by G, standardised as the training script does it.
+vision blocks' residual branches scaled by G, standardised as the training script does it. With
+``--vision-pretraining-steps N`` as well, its vision tower is first taught to name each slot's contents
+(the training script's ``--vision pretrained``).
 """
 
 from __future__ import annotations
@@ -43,16 +45,6 @@ from omnimem_cpp.gguf_info import token_embeddings  # noqa: E402
 PROBE_SEED_BASE = 3_000_000      # neither a benchmark seed nor a training one
 
 
-def slot_cells(cfg: AVRecallConfig) -> dict:
-    """slot -> (rows, columns) of the merged 28-px cells over the slot's centre."""
-    row = cfg.height // 2 // PATCH_PIXELS
-    out = {}
-    for i, slot in enumerate(cfg.slots):
-        col = int((i + 0.5) * cfg.width / len(cfg.slots)) // PATCH_PIXELS
-        out[slot] = (slice(row - 1, row + 2), slice(col - 1, col + 1))
-    return out
-
-
 def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
     """Per stream: slot features and labels, audio-second features and labels."""
     data = []
@@ -71,9 +63,9 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
             for g, tokens in enumerate(block.reshape(t, grid_rows, grid_cols, -1)):
                 second = first_second_of(layout, first) + g
                 state = {slot: (obj, colour) for obj, (colour, slot) in av.timeline.state_at(second + 0.5).items()}
-                for slot, (rows, cols) in slot_cells(cfg).items():
+                for slot, share in av.slot_cover().items():
                     obj, colour = state.get(slot, (None, None))
-                    slots.append((tokens[rows, cols].reshape(-1, tokens.shape[-1]), obj, colour))
+                    slots.append((tokens[share >= 0.5], obj, colour))
         sounds = {int(e.time): e.symbol for e in av.timeline.sounds()}
         audio_tokens = layout["embeddings"][~is_video]
         for second in range(len(audio_tokens) // AUDIO_TOKENS_PER_SECOND):
@@ -127,19 +119,23 @@ def main(argv=None) -> int:
     parser.add_argument("--mmproj", type=pathlib.Path, default=PROJECTOR)
     parser.add_argument("--vision-block-gain", type=float,
                         help="probe the training script's untrained towers with this vision block gain instead")
+    parser.add_argument("--vision-pretraining-steps", type=int, default=0,
+                        help="with --vision-block-gain: pretrain that vision tower on this many streams first")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         if args.vision_block_gain is not None:
-            args.model, args.mmproj = untrained_pair(pathlib.Path(scratch), args.vision_block_gain)
+            args.model, args.mmproj = untrained_pair(pathlib.Path(scratch), args.vision_block_gain,
+                                                     args.vision_pretraining_steps)
         return report(args)
 
 
-def untrained_pair(scratch: pathlib.Path, vision_block_gain: float) -> tuple:
-    """The training script's initial thinker (seed 0) with this vision block gain, its towers standardised,
-    as a text GGUF and its projector."""
+def untrained_pair(scratch: pathlib.Path, vision_block_gain: float, vision_pretraining_steps: int) -> tuple:
+    """The training script's initial thinker (seed 0) with this vision block gain, its vision tower
+    pretrained or not, its towers standardised, as a text GGUF and its projector."""
     hf_dir = scratch / "init"
     hf_dir.mkdir()
-    recipe.build_initial_model(hf_dir, scratch / "standardise", 0, recipe.MODALITY_MARKER, vision_block_gain)
+    recipe.build_initial_model(hf_dir, scratch / "standardise", 0, recipe.MODALITY_MARKER, vision_block_gain,
+                               vision_pretraining_steps)
     text, mmproj = scratch / "text.gguf", scratch / "mmproj.gguf"
     recipe.convert_checkpoint(hf_dir, text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
     return text, mmproj

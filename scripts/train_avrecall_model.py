@@ -45,9 +45,12 @@ from omnimem_cpp import chat  # noqa: E402
 from omnimem_cpp.avrecall import KINDS, AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
 from omnimem_cpp.avrecall.layout import POSITIONS_PER_SECOND, StreamLayout, shift_chunks  # noqa: E402
 from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
+from omnimem_cpp.media import VIDEO_PIXELS, image_patches  # noqa: E402
 
 # Training streams use seeds from here on; the benchmark's streams use small seeds, so none is seen in training.
 TRAIN_SEED_BASE = 1_000_000
+# the vision tower's pretraining streams (held-out ones count down from here)
+VISION_SEED_BASE = 5_000_000
 MAX_STRETCH_SECONDS = 1500.0
 QUESTIONS_PER_KIND = 5
 
@@ -131,6 +134,9 @@ MODALITY_MARKER = 0.5
 # token keeps more of its own patch: docs/avrecall.md)
 VISION_BLOCK_GAIN = 1.0
 
+# streams the vision tower learns to name each slot's contents from, with --vision pretrained
+VISION_PRETRAINING_STEPS = 1500
+
 # short streams dense with events: first finding a sound among the video rows, asked alone; then every kind
 # (docs/avrecall.md, "what the training runs taught")
 PHASES = (Phase(4000, 6, 12, 24.0, kinds=("sound_played",)), Phase(2000, 6, 12, 24.0))
@@ -198,11 +204,104 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float 
 
 
 def build_initial_model(init_dir: pathlib.Path, scratch: pathlib.Path, seed: int, modality_marker: float,
-                        vision_block_gain: float) -> dict:
-    """The thinker training starts from, in ``init_dir``: seeded weights (build_checkpoint), then the frozen
-    towers standardised (standardise_towers, measured in ``scratch``). Returns the scales divided out."""
+                        vision_block_gain: float, vision_pretraining_steps: int = 0, log=print) -> dict:
+    """The thinker training starts from, in ``init_dir``: seeded weights (build_checkpoint), the vision tower
+    taught to name what is in each slot when ``vision_pretraining_steps`` > 0 (pretrain_vision_tower), then
+    the frozen towers standardised (standardise_towers, measured in ``scratch``). Returns what was measured:
+    the scales divided out, and the pretraining's held-out accuracy."""
     build_checkpoint(init_dir, seed, vision_block_gain)
-    return standardise_towers(init_dir, scratch, modality_marker)
+    report = {}
+    if vision_pretraining_steps:
+        report["vision_pretraining"] = pretrain_vision_tower(init_dir, vision_pretraining_steps, seed, log)
+    report["tower_output_scales"] = standardise_towers(init_dir, scratch, modality_marker)
+    return report
+
+
+class SlotLabels:
+    """What the vision tower is taught to say in every token over an object's slot: the shape and the
+    colour there ("none" for an empty slot and for the background). A token counts as over a slot when
+    half of it lies in the slot's box; tokens that show a sliver of a box are left out of the loss. Visual
+    events fall on whole seconds, so at 2 fps both frames of a token show the same objects."""
+
+    IGNORE = -100
+
+    def __init__(self, config: AVRecallConfig):
+        self.shapes, self.colours = ("none",) + config.objects, ("none",) + config.colours
+
+    def __call__(self, av: AVRecallStream, group: int) -> tuple:
+        """Shape and colour targets [cells] of the tokens of the group-th frame pair (second ``group``)."""
+        cover = av.slot_cover()
+        shape = np.zeros(next(iter(cover.values())).shape, np.int64)
+        colour = shape.copy()
+        for share in cover.values():
+            shape[(share > 0) & (share < 0.5)] = colour[(share > 0) & (share < 0.5)] = self.IGNORE
+        for obj, (c, slot) in av.timeline.state_at(group * 2 / av.config.fps).items():
+            inside = cover[slot] >= 0.5
+            shape[inside], colour[inside] = self.shapes.index(obj), self.colours.index(c)
+        return shape.reshape(-1), colour.reshape(-1)
+
+
+def pretrain_vision_tower(hf_dir: pathlib.Path, steps: int, seed: int, log, seconds: float = 12.0,
+                          lr: float = 2e-3, n_eval: int = 12) -> dict:
+    """Trains the thinker's vision tower (and its merger) alone, before the language model: a linear read-out
+    of every output token must give the shape and colour of the object in the token's slot (SlotLabels).
+    Random towers leave an object's shape spread over several tokens and mixed with the background, where
+    no run of the language model learned to find it (docs/avrecall.md). Each step is a new stream with
+    dense visual events; the tower is then frozen for the language model's training. Returns the curve
+    and the held-out accuracy on tokens that show an object, and on the rest."""
+    thinker = tiny_models.load_thinker(hf_dir)
+    vision = thinker.visual.train()
+    labels = SlotLabels(AVRecallConfig())
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(TEXT["hidden_size"], len(labels.shapes) + len(labels.colours))
+    params = list(vision.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    phase = Phase(1, int(seconds), int(seconds), 30.0)
+
+    def tokens_and_targets(stream_seed: int) -> tuple:
+        av = AVRecallStream(phase.stream_config(stream_seed))
+        frames = np.concatenate([c.video for c in av])
+        patches, grid = image_patches(frames[:len(frames) // 2 * 2], **VIDEO_PIXELS)
+        out = vision(torch.from_numpy(patches.astype(np.float32)), grid_thw=torch.tensor([list(grid)]))
+        targets = [labels(av, g) for g in range(grid[0])]
+        shape, colour = (torch.from_numpy(np.concatenate(t)) for t in zip(*targets))
+        logits = head(out)
+        return logits[:, :len(labels.shapes)], logits[:, len(labels.shapes):], shape, colour
+
+    curve, window = [], []
+    bar = tqdm(range(steps), desc="vision tower", unit="step")
+    for step in bar:
+        shape_logits, colour_logits, shape, colour = tokens_and_targets(VISION_SEED_BASE + step)
+        loss = (torch.nn.functional.cross_entropy(shape_logits, shape, ignore_index=SlotLabels.IGNORE)
+                + torch.nn.functional.cross_entropy(colour_logits, colour, ignore_index=SlotLabels.IGNORE))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        window.append(loss.item())
+        if len(window) == 50 or step == steps - 1:
+            curve.append({"step": step + 1, "loss": round(float(np.mean(window)), 4)})
+            window = []
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    vision.eval()
+    hits = {"object": [], "none": []}
+    with torch.no_grad():
+        for k in range(n_eval):
+            shape_logits, colour_logits, shape, colour = tokens_and_targets(VISION_SEED_BASE - 1 - k)
+            for logits, target in ((shape_logits, shape), (colour_logits, colour)):
+                scored = target != SlotLabels.IGNORE
+                right = (logits.argmax(1) == target)[scored]
+                hits["object"] += right[target[scored] > 0].tolist()
+                hits["none"] += right[target[scored] == 0].tolist()
+    result = {"steps": steps, "lr": lr, "seconds": seconds, "curve": curve,
+              "held_out_accuracy": {k: round(float(np.mean(v)), 4) for k, v in hits.items()}}
+    log(f"vision tower: held-out shape and colour read-out {result['held_out_accuracy']['object']:.1%} on "
+        f"tokens over an object, {result['held_out_accuracy']['none']:.1%} elsewhere")
+    save_thinker(thinker, hf_dir)
+    return result
 
 
 def standardise_towers(hf_dir: pathlib.Path, scratch: pathlib.Path, marker: float, n_streams: int = 8) -> dict:
@@ -475,9 +574,13 @@ def main(argv=None) -> int:
                         metavar=Phase.FORM,
                         help="a curriculum phase (repeatable; default "
                              + " ".join(map(str, PHASES)) + ")")
-    parser.add_argument("--vision", choices=("frozen", "trained"), default="frozen",
-                        help="keep the vision tower's random weights (the shipped model), or train it with the "
-                             "language model, about 3x the time per step (the audio tower stays frozen)")
+    parser.add_argument("--vision", choices=("frozen", "pretrained", "trained"), default="frozen",
+                        help="keep the vision tower's random weights (the shipped model); teach it alone first "
+                             "to name each slot's shape and colour in the slot's tokens, then freeze it; or "
+                             "train it with the language model, about 3x the time per step (the audio tower "
+                             "stays frozen)")
+    parser.add_argument("--vision-pretraining-steps", type=int, default=VISION_PRETRAINING_STEPS,
+                        help=f"streams the pretrained vision tower learns from (default {VISION_PRETRAINING_STEPS})")
     parser.add_argument("--lr", type=float, default=5e-4,
                         help="peak learning rate (default 5e-4; at 2e-3 retrieval was never learned)")
     parser.add_argument("--modality-marker", type=float, default=MODALITY_MARKER,
@@ -496,10 +599,13 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work_dir
-    init_dir = work / f"init-{args.seed}"
+    pretraining_steps = args.vision_pretraining_steps if args.vision == "pretrained" else 0
+    init_dir = work / (f"init-{args.seed}" + (f"-vision{pretraining_steps}" if pretraining_steps else ""))
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
-                  [f"--vision {args.vision}", f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
+                  [f"--vision {args.vision}"] +
+                  ([f"--vision-pretraining-steps {args.vision_pretraining_steps}"] if args.vision == "pretrained" else []) +
+                  [f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
                    f"--vision-block-gain {args.vision_block_gain}", f"--seed {args.seed}"]),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
               "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
@@ -508,8 +614,12 @@ def main(argv=None) -> int:
 
     started = time.time()
     init_dir.mkdir(parents=True, exist_ok=True)
-    report["tower_output_scales"] = build_initial_model(init_dir, work / "standardise", args.seed,
-                                                        args.modality_marker, args.vision_block_gain)
+    init_report = init_dir / "init.json"
+    if not init_report.exists():           # a resumed run keeps the start it made (the same, seeded)
+        init_report.write_text(json.dumps(build_initial_model(
+            init_dir, work / "standardise", args.seed, args.modality_marker, args.vision_block_gain,
+            pretraining_steps, log)))
+    report.update(json.loads(init_report.read_text()))
     init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"

@@ -224,3 +224,30 @@ def test_mp4_opens_and_yields_the_chunks(tmp_path):
         # lossy codecs: the picture is close on average, the audio keeps its loudness
         assert np.abs(got.video.astype(int) - want.video.astype(int)).mean() < 12
         assert got.audio.size == pytest.approx(want.audio.size, abs=1)
+
+
+def test_slot_cover_holds_every_drawn_pixel_of_its_slot():
+    """The cells a slot covers, by share, add up to its box; every pixel the objects change (a drawn frame
+    against its scene's bare background) lies in a cell of an occupied slot, and each occupied slot changes
+    pixels in cells it covers at least half."""
+    from omnimem_cpp.avrecall.config import PATCH_PIXELS
+
+    cfg = AVRecallConfig(seed=5, seconds=60.0, n_questions=0, visual_events_per_minute=20, min_event_gap=2)
+    stream = AVRecallStream(cfg)
+    cover = stream.slot_cover()
+    assert list(cover) == list(cfg.slots)
+    for share in cover.values():
+        assert share.shape == (cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS)
+        assert share.min() >= 0 and share.max() == 1
+        assert share.sum() * PATCH_PIXELS ** 2 == pytest.approx(stream._box ** 2)
+    seen = set()
+    for t in np.arange(0, cfg.seconds, 0.5):
+        occupied = {slot for _, slot in stream.timeline.state_at(t).values()}
+        bare = stream._background(stream.timeline.scene_at(t))
+        changed = np.abs(stream._drawn_frame(t) - bare).max(-1) > 0
+        cells = changed.reshape(cover[cfg.slots[0]].shape[0], PATCH_PIXELS, -1, PATCH_PIXELS).any(axis=(1, 3))
+        assert (sum((cover[s] > 0 for s in occupied), np.zeros_like(cells)) > 0)[cells].all()
+        for slot in occupied:
+            assert (cells & (cover[slot] >= 0.5)).sum() >= 4
+        seen |= occupied
+    assert seen == set(cfg.slots)

@@ -21,17 +21,24 @@ def trainer():
     return train_avrecall_model
 
 
-@pytest.mark.parametrize("vision", ["frozen", "trained"])
+@pytest.mark.parametrize("vision", ["frozen", "pretrained", "trained"])
 def test_two_steps_write_a_pair_that_loads(tmp_path, trainer, vision):
     import omnimem_cpp as om
 
     report = tmp_path / "report.json"
     # the trained tower's run opens with an audio-only phase: a step without video rows for it to fill
-    phases = ["--phase", "2:12-12@6"] if vision == "frozen" else ["--phase", "1:12-12@6/audio", "--phase", "2:12-12@6"]
+    phases = ["--phase", "2:12-12@6"] if vision != "trained" else ["--phase", "1:12-12@6/audio", "--phase", "2:12-12@6"]
     args = [*phases, "--vision", vision, "--work-dir", str(tmp_path / "work"),
-            "--out-dir", str(tmp_path), "--report", str(report), "--threads", "2"]
+            "--out-dir", str(tmp_path), "--report", str(report), "--threads", "2", "--vision-pretraining-steps", "3"]
     assert trainer.main(args) == 0
     written = json.loads(report.read_text())
+    if vision == "pretrained":
+        pretraining = written["vision_pretraining"]
+        assert pretraining["steps"] == 3 and pretraining["curve"][-1]["step"] == 3
+        assert all(0 <= a <= 1 for a in pretraining["held_out_accuracy"].values())
+        assert "--vision-pretraining-steps 3" in written["command"]
+    else:
+        assert "vision_pretraining" not in written and "--vision-pretraining-steps" not in written["command"]
     # transformers (its own vision tower) on the reproduced layout against the runtime streaming the same
     # clip (F32 memory), before training and with the weights it wrote (a trained vision tower included)
     assert written["layout_check_rel_error"] < 1e-4
@@ -165,3 +172,35 @@ def test_the_retrieval_check_feeds_the_real_loop(trainer, capsys):
             assert n_rows == (check.SOUND_ROWS if answer == "yes" else 0), (step, question)
     assert check.main(["--steps", "2"]) == 0
     assert "accuracy over the last 100 steps" in capsys.readouterr().out
+
+
+def test_slot_labels_name_what_both_frames_of_a_token_show(trainer):
+    """The vision tower's pretraining targets: the tokens at least half inside an occupied slot name its
+    shape and colour, which both frames of the token show (visual events fall on whole seconds); every
+    other token says "none" unless it shows a sliver of a slot's box."""
+    from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream
+
+    cfg = trainer.Phase(1, 30, 30, 30.0).stream_config(trainer.VISION_SEED_BASE)
+    av = AVRecallStream(cfg)
+    labels = trainer.SlotLabels(AVRecallConfig())
+    cover = {slot: share.reshape(-1) for slot, share in av.slot_cover().items()}
+    named = set()
+    for group in range(int(cfg.seconds)):
+        shape, colour = labels(av, group)
+        assert shape.shape == colour.shape == (cover[cfg.slots[0]].size,)
+        states = [av.timeline.state_at(group + half) for half in (0.0, 0.5)]
+        assert states[0] == states[1]
+        for slot, share in cover.items():
+            inside, sliver = share >= 0.5, (share > 0) & (share < 0.5)
+            assert (shape[sliver] == labels.IGNORE).all() and (colour[sliver] == labels.IGNORE).all()
+            there = [(o, c) for o, (c, s) in states[0].items() if s == slot]
+            if there:
+                (obj, col), = there
+                assert {labels.shapes[i] for i in shape[inside]} == {obj}
+                assert {labels.colours[i] for i in colour[inside]} == {col}
+                named.add(obj)
+            else:
+                assert (shape[inside] == 0).all() and (colour[inside] == 0).all()
+        outside = sum(cover.values()) == 0
+        assert (shape[outside] == 0).all() and (colour[outside] == 0).all()
+    assert len(named) >= 3

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..media import Chunk
-from .config import AVRecallConfig
+from .config import PATCH_PIXELS, AVRecallConfig
 from .events import Timeline
 
 COLOUR_RGB = {
@@ -116,6 +116,19 @@ class AVRecallStream:
         return Chunk(index, start, video, self._audio(rng, s0, s1), float(cfg.fps), int(cfg.sample_rate))
 
     # --- video ---------------------------------------------------------------------------------------
+
+    def slot_cover(self) -> dict:
+        """slot -> [height/28, width/28] share of each merged 28-px cell (one vision token) that lies inside
+        the slot's box: which tokens show the object in that slot."""
+        cfg = self.config
+        rows, cols = cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS
+
+        def overlap(start: int, n_cells: int) -> np.ndarray:
+            lo = np.arange(n_cells) * PATCH_PIXELS
+            return np.clip(np.minimum(lo + PATCH_PIXELS, start + self._box) - np.maximum(lo, start), 0, None)
+
+        return {s: np.outer(overlap(y, rows), overlap(x, cols)) / PATCH_PIXELS ** 2
+                for s, (y, x) in self._slot_origin.items()}
 
     def _background(self, scene: int) -> np.ndarray:
         if self._background_cache[0] != scene:

@@ -129,6 +129,22 @@ def test_a_report_of_a_run_stopped_midway_says_which_streams_it_holds(tmp_path, 
     assert "stopped" not in (tmp_path / "avrecall-results.md").read_text()
 
 
+@pytest.mark.parametrize("policies", [(), ("omnimem", "uniform")])
+def test_the_report_plots_what_ran(tmp_path, policies):
+    """Accuracy against length always (the full memory at least); against budget only when a bounded
+    policy ran (`--policies ""` measures the full memory alone)."""
+    from omnimem_cpp.avrecall import bench
+
+    settings = BenchSettings(minutes=(1, 5), budgets=(256, 1024), policies=policies, seeds=1)
+    cells = [("full", None)] + [(p, b) for p in policies for b in settings.budgets]
+    rows = [dict(policy=p, budget=b, minutes=m, question_type="all", accuracy=0.5, kv_bytes=0, n=20)
+            for p, b in cells for m in (1.0, 5.0)]
+    written = bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0)
+    pngs = sorted(p.name for p in written if p.suffix == ".png")
+    assert pngs == (["avrecall_budget.png", "avrecall_length.png"] if policies else ["avrecall_length.png"])
+    assert all((tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in pngs)
+
+
 def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
     settings = BenchSettings(minutes=(0.5,), budgets=(32,), policies=("omnimem", "sink-window"), seeds=1,
                              questions=6, threads=2)

@@ -424,8 +424,8 @@ def format_table(rows: list, question_types: tuple = (ALL,) + QUESTION_FAMILIES)
 
 
 def plot(rows: list, out_dir: pathlib.Path) -> list:
-    """accuracy vs budget (at the longest length) and accuracy vs length (at each policy's smallest budget);
-    returns the PNG paths. Needs matplotlib."""
+    """accuracy vs budget (at the longest length; only when a bounded policy ran) and accuracy vs length (at
+    each policy's smallest budget, and the full memory); returns the PNG paths. Needs matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,24 +437,25 @@ def plot(rows: list, out_dir: pathlib.Path) -> list:
     policies = sorted({r["policy"] for r in overall if r["budget"] is not None})
     paths = []
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for policy in policies:
-        pts = sorted((r["budget"], r["accuracy"]) for r in overall if r["policy"] == policy and r["minutes"] == longest)
-        ax.plot(*zip(*pts), marker="o", label=policy)
-    full = [r["accuracy"] for r in overall if r["budget"] is None and r["minutes"] == longest]
-    if full:
-        ax.axhline(full[0], color="black", linestyle="--", label="full (no bound)")
-    ax.set(xscale="log", xlabel="budget (media rows per layer)", ylabel="accuracy",
-           title=f"AV-Recall, {longest:g}-minute streams", ylim=(0, 1.02))
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "avrecall_budget.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    if budgets:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for policy in policies:
+            pts = sorted((r["budget"], r["accuracy"]) for r in overall if r["policy"] == policy and r["minutes"] == longest)
+            ax.plot(*zip(*pts), marker="o", label=policy)
+        full = [r["accuracy"] for r in overall if r["budget"] is None and r["minutes"] == longest]
+        if full:
+            ax.axhline(full[0], color="black", linestyle="--", label="full (no bound)")
+        ax.set(xscale="log", xlabel="budget (media rows per layer)", ylabel="accuracy",
+               title=f"AV-Recall, {longest:g}-minute streams", ylim=(0, 1.02))
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "avrecall_budget.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    smallest = budgets[0]
+    smallest = budgets[0] if budgets else None
     for policy in policies:
         pts = sorted((r["minutes"], r["accuracy"]) for r in overall if r["policy"] == policy and r["budget"] == smallest)
         ax.plot(*zip(*pts), marker="o", label=f"{policy} @ {smallest}")

@@ -5,6 +5,9 @@ their seeded random weights, and only the language model learns. Its training st
 pipeline: AV-Recall chunks (frames and PCM) are preprocessed and encoded by this project's native runtime
 from the projector file that ships, exactly as a stream does it, so the model learns on the embeddings it
 will see. Questions follow each stream in the chat layout `Stream.ask` uses; the loss is on the answer.
+With `--vision pretrained` the vision tower is first trained alone to name, in every token over an object,
+the object's shape and colour, then frozen (pretrain_vision_tower); `--vision trained` trains it with the
+language model.
 
 Positions far beyond the training streams: a stream's TMRoPE positions grow by 25 per second, so after 20
 minutes a question sits 30,000 positions past the stream's start. Training streams are short (12-64 s), so

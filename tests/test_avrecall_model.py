@@ -349,3 +349,21 @@ def test_far_positions_at_gap_zero_answers_as_the_benchmark_stream(far_positions
     assert result.policy == "gap 0 min"
     assert [a[3] for a in result.answers] == [answer for _, answer in answered]
     assert [a[2] for a in result.answers] == [q.answer for q, _ in answered]
+
+
+def test_yes_no_separation_reads_the_margin_of_each_answer(capsys):
+    """scripts/yes_no_separation.py: its AUC is the share of (yes, no) pairs ordered right, ties half; on
+    the shipped model, which hears sounds, the sound questions' margins order the truth."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+    import yes_no_separation
+
+    assert yes_no_separation.auc(np.array([3.0, 1.0]), np.array([0.0, 2.0])) == 0.75
+    assert yes_no_separation.auc(np.array([1.0]), np.array([1.0, 0.0])) == 0.75
+    assert np.isnan(yes_no_separation.auc(np.array([]), np.array([1.0])))
+    assert yes_no_separation.main(["--seeds", "1", "--minutes", "0.5", "--kinds", "sound_played", "--threads", "2"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1].strip("|").split("|")
+    assert row[0].strip() == "sound_played" and int(row[1]) == 6
+    assert float(row[4]) >= 0.9

@@ -204,3 +204,34 @@ def test_slot_labels_name_what_both_frames_of_a_token_show(trainer):
         outside = sum(cover.values()) == 0
         assert (shape[outside] == 0).all() and (colour[outside] == 0).all()
     assert len(named) >= 3
+
+
+def test_object_attention_reads_each_layer_of_an_untrained_thinker(trainer, tmp_path):
+    """scripts/object_attention.py on the untrained thinker: the rows it counts as showing an object are its
+    slot's tokens for every second the object is on screen (six per frame pair), and a head's share of a set
+    of video rows is never above its share of all video rows."""
+    import object_attention
+
+    import omnimem_cpp as om
+    from omnimem_cpp.avrecall import AVRecallStream
+
+    hf_dir = tmp_path / "init"
+    hf_dir.mkdir()
+    trainer.build_checkpoint(hf_dir, 0)
+    mmproj = tmp_path / "mmproj.gguf"
+    trainer.convert_checkpoint(hf_dir, tmp_path / "text.gguf", "f32", mmproj=mmproj, mmproj_outtype="f32",
+                               progress=False)
+    cfg = trainer.Phase(1, 12, 12, 24.0).stream_config(object_attention.SEED_BASE)
+    av = AVRecallStream(cfg)
+    with om.Model(tmp_path / "text.gguf", mmproj=mmproj) as model, model.stream() as s:
+        layout = trainer.StreamLayout(s).encode(av)
+    for obj in cfg.objects:
+        seconds_on_screen = sum(obj in av.timeline.state_at(t) for t in range(int(cfg.seconds)))
+        rows = object_attention.object_rows(av, layout, obj)
+        assert rows.sum() == 6 * seconds_on_screen and layout["is_video"][rows].all()
+    found = object_attention.measure(hf_dir, mmproj, 1)
+    shares = np.concatenate([v for v in found.values() if len(v)])
+    assert len(shares) == 6 and shares.shape[1:] == (trainer.TEXT["num_hidden_layers"], 4)
+    assert (shares >= 0).all() and (shares <= 1 + 1e-6).all()
+    assert (shares[..., 0] <= shares[..., 2] + 1e-6).all() and (shares[..., 1] <= shares[..., 2] + 1e-6).all()
+    assert not (tmp_path / "init" / "object-attention-text.gguf").exists()

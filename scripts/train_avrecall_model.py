@@ -603,7 +603,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     work = args.work_dir
     pretraining_steps = args.vision_pretraining_steps if args.vision == "pretrained" else 0
-    init_dir = work / (f"init-{args.seed}" + (f"-vision{pretraining_steps}" if pretraining_steps else ""))
+    if args.vision == "pretrained" and pretraining_steps < 1:
+        parser.error("--vision-pretraining-steps must be at least 1")
+    # named by everything the start depends on, since a resumed run takes the start it finds there
+    init_dir = work / (f"init-{args.seed}-gain{args.vision_block_gain:g}-marker{args.modality_marker:g}"
+                       + (f"-vision{pretraining_steps}" if pretraining_steps else ""))
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
                   [f"--vision {args.vision}"] +

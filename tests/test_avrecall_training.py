@@ -235,3 +235,22 @@ def test_object_attention_reads_each_layer_of_an_untrained_thinker(trainer, tmp_
     assert (shares >= 0).all() and (shares <= 1 + 1e-6).all()
     assert (shares[..., 0] <= shares[..., 2] + 1e-6).all() and (shares[..., 1] <= shares[..., 2] + 1e-6).all()
     assert not (tmp_path / "init" / "object-attention-text.gguf").exists()
+
+
+def test_a_run_with_other_tower_settings_does_not_take_an_earlier_start(tmp_path, trainer):
+    """The start (seeded towers, standardised) is kept in the work folder for resumed runs; a run with
+    another vision block gain in the same folder makes its own instead of taking the earlier one."""
+    reports = []
+    for gain in ("1", "0.1", "1"):
+        report = tmp_path / f"report-{len(reports)}.json"
+        assert trainer.main(["--phase", "1:12-12@6", "--vision-block-gain", gain, "--work-dir", str(tmp_path / "work"),
+                             "--out-dir", str(tmp_path / "out"), "--report", str(report), "--threads", "2"]) == 0
+        reports.append(json.loads(report.read_text())["tower_output_scales"])
+    assert len(list((tmp_path / "work").glob("init-*"))) == 2
+    assert reports[0] == reports[2] and reports[0]["visual"] != reports[1]["visual"]
+
+
+def test_a_pretrained_tower_needs_a_step(trainer, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        trainer.main(["--vision", "pretrained", "--vision-pretraining-steps", "0", "--work-dir", str(tmp_path)])
+    assert "--vision-pretraining-steps must be at least 1" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from typing import Optional, Sequence
@@ -186,7 +187,7 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise InvalidArgumentError("--report draws plots with matplotlib: pip install matplotlib") from None
-    command = ("omnimem bench avrecall " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "avrecall"] else [])).strip()
+    command = report_command(sys.argv)
     start = time.perf_counter()
 
     written = []
@@ -402,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "(default avrecall-demo.mp4)")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def report_command(argv: Sequence[str]) -> str:
+    """The command line a report says it was made by, quoted so that it can be pasted back into a shell
+    (an empty ``--policies ""`` stays there); the arguments only when the process was started as
+    ``omnimem bench avrecall``."""
+    args = list(argv[3:]) if list(argv[1:3]) == ["bench", "avrecall"] else []
+    return shlex.join(["omnimem", "bench", "avrecall", *args])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

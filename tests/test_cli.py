@@ -128,3 +128,16 @@ def test_interactive_run_answers_while_ingesting(tmp_path):
                           input="What is there?\nAnd now?\n\n", capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("A: ") == 2 and proc.stdout.count("tokens ingested]") == 2
+
+
+def test_a_report_names_the_command_as_a_shell_reads_it():
+    """An empty argument and one with spaces survive a paste back into a shell."""
+    import shlex
+
+    from omnimem_cpp.cli import report_command
+
+    argv = ["/venv/bin/omnimem", "bench", "avrecall", "--policies", "", "--report", "my runs/"]
+    command = report_command(argv)
+    assert command == "omnimem bench avrecall --policies '' --report 'my runs/'"
+    assert shlex.split(command)[3:] == argv[3:]
+    assert report_command(["python", "-m", "pytest"]) == "omnimem bench avrecall"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ import train_avrecall_model as recipe  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp.avrecall import AVRecallStream, all_questions  # noqa: E402
-from omnimem_cpp.avrecall.layout import POSITIONS_PER_SECOND, StreamLayout  # noqa: E402
+from omnimem_cpp.avrecall.layout import StreamLayout, first_second  # noqa: E402
 
 SEED_BASE = 7_000_000           # neither a benchmark, training, probe nor pretraining seed
 N_OPENING = 2                   # <|vision_bos|><|audio_bos|> before the media rows
@@ -41,7 +42,7 @@ def object_rows(av: AVRecallStream, layout: dict, obj: str) -> np.ndarray:
     shows = np.zeros(len(layout["embeddings"]), bool)
     for first, _, (t, gh, gw) in layout["videos"]:
         cells = (gh // 2) * (gw // 2)
-        second = int((layout["positions"][first, 0] - 1) // POSITIONS_PER_SECOND)
+        second = first_second(layout, first)
         for g in range(t):
             state = av.timeline.state_at(second + g)
             if obj in state:
@@ -53,16 +54,9 @@ def object_rows(av: AVRecallStream, layout: dict, obj: str) -> np.ndarray:
 def attention_shares(thinker, seq: "recipe.Sequence", layout: dict, question: str, *row_sets: np.ndarray) -> np.ndarray:
     """[layers, len(row_sets) + 2]: per layer, the largest share one head of the answer position gives to
     each set of media rows, to the video rows and to the opening tokens."""
-    embed = thinker.model.get_input_embeddings()
-    ids, _ = seq.question_ids(question, "")
-    ids = ids[:-1]                                          # up to the position that predicts the answer
     with torch.no_grad():
-        stream_inputs, stream_pos = seq.stream_inputs(embed, layout, layout["positions"])
-        inputs = torch.cat([stream_inputs, embed(torch.tensor(ids))[None]], dim=1)
-        text_pos = seq.question_positions(stream_pos, len(ids))
-        pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
-        out = thinker.model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :],
-                            output_attentions=True)
+        inputs, position_ids = seq.asked(thinker.model.get_input_embeddings(), layout, question)
+        out = thinker.model(inputs_embeds=inputs, position_ids=position_ids, output_attentions=True)
     groups = [np.concatenate([np.zeros(N_OPENING, bool), rows]) for rows in (*row_sets, layout["is_video"])]
     groups.append(np.arange(len(groups[0])) < N_OPENING)
     shares = []
@@ -82,10 +76,10 @@ def measure(checkpoint: pathlib.Path, mmproj: pathlib.Path, n_streams: int) -> d
     thinker.model.config._attn_implementation = "eager"     # the fused kernels return no attention weights
     seq = recipe.Sequence(tok, special)
     found = {True: [], False: []}
-    # the text model of the runtime is not used: the projector's encoders make the media rows
-    scratch_text = checkpoint / "object-attention-text.gguf"
-    recipe.convert_checkpoint(checkpoint, scratch_text, "f32", progress=False)
-    try:
+    # the runtime's text model is not used, only the projector's encoders that make the media rows
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_text = pathlib.Path(scratch) / "text.gguf"
+        recipe.convert_checkpoint(checkpoint, scratch_text, "f32", progress=False)
         with om.Model(scratch_text, mmproj=mmproj) as model:
             for k in range(n_streams):
                 cfg = recipe.Phase(1, 12, 12, 24.0).stream_config(SEED_BASE + k)
@@ -99,8 +93,6 @@ def measure(checkpoint: pathlib.Path, mmproj: pathlib.Path, n_streams: int) -> d
                         shares = attention_shares(thinker, seq, layout, q.text, object_rows(av, layout, obj),
                                                   np.logical_or.reduce(others))
                         found[q.answer == "yes"].append(shares)
-    finally:
-        scratch_text.unlink(missing_ok=True)
     return {k: np.array(v) for k, v in found.items()}
 
 

@@ -39,7 +39,7 @@ import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream  # noqa: E402
 from omnimem_cpp.avrecall.bench import MODEL, PROJECTOR  # noqa: E402
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND, PATCH_PIXELS  # noqa: E402
-from omnimem_cpp.avrecall.layout import StreamLayout  # noqa: E402
+from omnimem_cpp.avrecall.layout import StreamLayout, first_second  # noqa: E402
 from omnimem_cpp.gguf_info import token_embeddings  # noqa: E402
 
 PROBE_SEED_BASE = 3_000_000      # neither a benchmark seed nor a training one
@@ -61,7 +61,7 @@ def collect(model: om.Model, n_streams: int, seconds: float) -> dict:
             t = grid[0]
             block = layout["embeddings"][first:first + t * grid_rows * grid_cols]
             for g, tokens in enumerate(block.reshape(t, grid_rows, grid_cols, -1)):
-                second = first_second_of(layout, first) + g
+                second = first_second(layout, first) + g
                 state = {slot: (obj, colour) for obj, (colour, slot) in av.timeline.state_at(second + 0.5).items()}
                 for slot, share in av.slot_cover().items():
                     obj, colour = state.get(slot, (None, None))
@@ -80,11 +80,6 @@ def geometry(name: str, rows: np.ndarray) -> str:
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     sample = unit[np.random.default_rng(0).choice(len(unit), size=min(2000, len(unit)), replace=False)]
     return (f"| {name} | {np.linalg.norm(rows, axis=1).mean():.2f} | {float((sample @ sample.T).mean()):.2f} |")
-
-
-def first_second_of(layout: dict, first_row: int) -> int:
-    """The stream second of a video block's first group: its temporal position over 25 per second."""
-    return int((layout["positions"][first_row, 0] - 1) // 25)
 
 
 def probe(train_x, train_y, test_x, test_y, hidden: int = 0, seed: int = 0) -> tuple:

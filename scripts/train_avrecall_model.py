@@ -237,7 +237,8 @@ class SlotLabels:
         shape = np.zeros(next(iter(cover.values())).shape, np.int64)
         colour = shape.copy()
         for share in cover.values():
-            shape[(share > 0) & (share < 0.5)] = colour[(share > 0) & (share < 0.5)] = self.IGNORE
+            sliver = (share > 0) & (share < 0.5)
+            shape[sliver] = colour[sliver] = self.IGNORE
         for obj, (c, slot) in av.timeline.state_at(group * 2 / av.config.fps).items():
             inside = cover[slot] >= 0.5
             shape[inside], colour[inside] = self.shapes.index(obj), self.colours.index(c)
@@ -389,6 +390,17 @@ class Sequence:
             grids = torch.tensor([list(grid) for _, _, grid in layout["videos"]])
             media = media.index_copy(0, torch.from_numpy(video_rows(layout)), vision(patches, grid_thw=grids))
         return torch.cat([opening, media])[None], np.concatenate([np.zeros((2, 3), np.int64), positions])
+
+    def asked(self, embed, layout: dict, question: str, vision=None) -> tuple:
+        """The stream (at its own positions) followed by ``question``, up to the position that predicts
+        the answer's first token: input embeddings [1, n, n_embd] and position ids [3, 1, n]."""
+        ids, _ = self.question_ids(question, "")
+        ids = ids[:-1]
+        stream_inputs, stream_pos = self.stream_inputs(embed, layout, layout["positions"], vision)
+        inputs = torch.cat([stream_inputs, embed(torch.tensor(ids))[None]], dim=1)
+        text_pos = self.question_positions(stream_pos, len(ids))
+        pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
+        return inputs, torch.from_numpy(pos.T.copy())[:, None, :]
 
     @staticmethod
     def question_positions(stream_positions: np.ndarray, n: int) -> np.ndarray:
@@ -549,17 +561,11 @@ def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) ->
             s.feed(c)
         s.feed(chat.user_turn(question))
         runtime = s.logits()
-    seq = Sequence(tok, special)
-    ids, _ = seq.question_ids(question, "")
-    ids = ids[:-1]                                         # no answer: the logits that predict it
     thinker = tiny_models.load_thinker(hf_dir)
-    embed = thinker.model.get_input_embeddings()
     with torch.no_grad():
-        stream_inputs, stream_pos = seq.stream_inputs(embed, layout, layout["positions"], thinker.visual)
-        inputs = torch.cat([stream_inputs, embed(torch.tensor(ids))[None]], dim=1)
-        text_pos = seq.question_positions(stream_pos, len(ids))
-        pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
-        hidden = thinker.model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :])
+        inputs, position_ids = Sequence(tok, special).asked(thinker.model.get_input_embeddings(), layout, question,
+                                                           thinker.visual)
+        hidden = thinker.model(inputs_embeds=inputs, position_ids=position_ids)
         reference = thinker.lm_head(hidden.last_hidden_state)[0, -1].numpy()
     return float(np.abs(reference - runtime[:reference.size]).max() / np.abs(reference).max())
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 import omnimem_cpp as om
 from omnimem_cpp import chat
 from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream, all_questions
+from omnimem_cpp.avrecall.bench import FULL, fed_cells
 from omnimem_cpp.avrecall.questions import NO, YES
 
 YES_NO_KINDS = ("sound_played", "object_appeared")
@@ -40,11 +41,8 @@ def margins(model: om.Model, config: AVRecallConfig, kinds: tuple) -> list:
     yes, no = (model.tokenize(word, special=False)[0] for word in (YES, NO))
     av = AVRecallStream(config)
     found = []
-    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
-    with model.stream(n_ctx=n_ctx) as s:
-        for chunk in av:
-            s.feed(chunk)
-        s.close_media()
+    with fed_cells(model, av, (), progress=False) as streams:
+        s = streams[FULL]
         fed = s.n_tokens
         for q in all_questions(config, av.timeline):
             if q.kind in kinds:

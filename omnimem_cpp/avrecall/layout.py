@@ -77,6 +77,12 @@ class StreamLayout:
                 "chunk": np.asarray(chunk_of, np.int32), "is_video": np.asarray(is_video, bool), "videos": videos}
 
 
+def first_second(layout: dict, first_row: int) -> int:
+    """The stream second of a video block's first frame pair, from the temporal position of the block's
+    first row (media positions start at 1)."""
+    return int((layout["positions"][first_row, 0] - 1) // POSITIONS_PER_SECOND)
+
+
 def shift_chunks(layout: dict, shifts: np.ndarray) -> np.ndarray:
     """The layout's positions (int64) with chunk c moved ``shifts[c]`` positions later in stream time, as a
     longer stream of which only these chunks are left would place them. A video row moves on the temporal

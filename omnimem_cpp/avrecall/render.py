@@ -81,6 +81,7 @@ class AVRecallStream:
                                  int((i + 0.5) * cfg.width / n_slots) - self._box // 2)
                              for i, s in enumerate(cfg.slots)}
         self._masks = {o: shape_mask(o, self._box) for o in cfg.objects}
+        self._slot_cover = self._cover_of_slots()
         noise_rng = np.random.default_rng([cfg.seed, 1])
         self._noise = noise_rng.integers(-NOISE_LEVELS, NOISE_LEVELS + 1, (NOISE_BANK, cfg.height, cfg.width, 3),
                                          dtype=np.int16)
@@ -119,7 +120,10 @@ class AVRecallStream:
 
     def slot_cover(self) -> dict:
         """slot -> [height/28, width/28] share of each merged 28-px cell (one vision token) that lies inside
-        the slot's box: which tokens show the object in that slot."""
+        the slot's box: which tokens show the object in that slot. Read-only arrays, shared by every call."""
+        return self._slot_cover
+
+    def _cover_of_slots(self) -> dict:
         cfg = self.config
         rows, cols = cfg.height // PATCH_PIXELS, cfg.width // PATCH_PIXELS
 
@@ -127,8 +131,11 @@ class AVRecallStream:
             lo = np.arange(n_cells) * PATCH_PIXELS
             return np.clip(np.minimum(lo + PATCH_PIXELS, start + self._box) - np.maximum(lo, start), 0, None)
 
-        return {s: np.outer(overlap(y, rows), overlap(x, cols)) / PATCH_PIXELS ** 2
-                for s, (y, x) in self._slot_origin.items()}
+        cover = {s: np.outer(overlap(y, rows), overlap(x, cols)) / PATCH_PIXELS ** 2
+                 for s, (y, x) in self._slot_origin.items()}
+        for share in cover.values():
+            share.flags.writeable = False
+        return cover
 
     def _background(self, scene: int) -> np.ndarray:
         if self._background_cache[0] != scene:

@@ -86,12 +86,12 @@ def measure(checkpoint: pathlib.Path, mmproj: pathlib.Path, n_streams: int) -> d
                 av = AVRecallStream(cfg)
                 with model.stream() as s:
                     layout = StreamLayout(s).encode(av)
+                rows = {o: object_rows(av, layout, o) for o in cfg.objects}
                 for q in all_questions(cfg, av.timeline):
                     if q.kind == "object_appeared":
                         obj = q.params["object"]
-                        others = [object_rows(av, layout, o) for o in cfg.objects if o != obj]
-                        shares = attention_shares(thinker, seq, layout, q.text, object_rows(av, layout, obj),
-                                                  np.logical_or.reduce(others))
+                        others = np.logical_or.reduce([r for o, r in rows.items() if o != obj])
+                        shares = attention_shares(thinker, seq, layout, q.text, rows[obj], others)
                         found[q.answer == "yes"].append(shares)
     return {k: np.array(v) for k, v in found.items()}
 

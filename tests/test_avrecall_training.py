@@ -254,3 +254,29 @@ def test_a_pretrained_tower_needs_a_step(trainer, tmp_path, capsys):
     with pytest.raises(SystemExit):
         trainer.main(["--vision", "pretrained", "--vision-pretraining-steps", "0", "--work-dir", str(tmp_path)])
     assert "--vision-pretraining-steps must be at least 1" in capsys.readouterr().err
+
+
+def test_more_key_value_heads_change_only_the_language_model(trainer, tmp_path):
+    """--text-kv-heads 4 gives every query head its own keys: the converted model says so, the run keeps its
+    own start beside the default one, and the towers are drawn the same (their weights do not depend on it)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import omnimem_cpp as om
+
+    starts = {}
+    for kv in (2, 4):
+        out, report = tmp_path / f"out-{kv}", tmp_path / f"report-{kv}.json"
+        assert trainer.main(["--phase", "1:12-12@6", "--text-kv-heads", str(kv), "--work-dir", str(tmp_path / "work"),
+                             "--out-dir", str(out), "--report", str(report), "--threads", "2"]) == 0
+        written = json.loads(report.read_text())
+        assert written["text"]["num_key_value_heads"] == kv
+        assert ("--text-kv-heads 4" in written["command"]) == (kv == 4)
+        with om.Model(out / "avrecall-text.gguf", mmproj=out / "avrecall-mmproj.gguf") as model:
+            assert (model.info.n_head, model.info.n_head_kv) == (trainer.TEXT["num_attention_heads"], kv)
+        starts[kv], = [d for d in (tmp_path / "work").glob("init-*") if d not in starts.values()]
+    weights = {kv: load_file(d / "model.safetensors") for kv, d in starts.items()}
+    towers = [k for k in weights[2] if k.startswith(("visual.", "audio_tower."))]
+    assert towers and all(torch.equal(weights[2][k], weights[4][k]) for k in towers)
+    k_proj = "model.layers.0.self_attn.k_proj.weight"
+    assert weights[4][k_proj].shape[0] == 2 * weights[2][k_proj].shape[0]

@@ -175,7 +175,8 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float 
     tiny_models.train_tokenizer(out_dir, vocab_size=1024, corpus=tuple(question_corpus()))
     tok = AutoTokenizer.from_pretrained(out_dir)
     ids = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
-    text = dict(TEXT, num_key_value_heads=text_kv_heads, vocab_size=int(math.ceil(len(tok) / 64) * 64), tie_word_embeddings=False,
+    text = dict(TEXT, num_key_value_heads=text_kv_heads, vocab_size=int(math.ceil(len(tok) / 64) * 64),
+                tie_word_embeddings=False,
                 rope_scaling={"mrope_section": TEXT["mrope_section"], "rope_type": "default"},
                 max_position_embeddings=65536, rope_theta=1e6, rms_norm_eps=1e-6,
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])

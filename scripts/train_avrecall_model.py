@@ -163,27 +163,26 @@ def question_corpus(n_streams: int = 200) -> list:
 
 
 def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float = VISION_BLOCK_GAIN,
-                     text_kv_heads: int = TEXT["num_key_value_heads"]) -> pathlib.Path:
+                     text: dict = TEXT) -> pathlib.Path:
     """The untrained thinker: tokenizer, config and seeded weights (encoders drawn wide enough to keep their
     input's information; the language model as transformers initialises it). ``vision_block_gain`` scales
     what each vision block adds to its residual stream: below 1 the random blocks mix the patches less, and
     each token keeps more of its own patch (scripts/probe_avrecall_features.py --vision-block-gain).
-    ``text_kv_heads`` is the language model's number of key/value heads (TEXT has the rest of its shape);
-    the towers' weights do not depend on it."""
+    ``text`` is the language model's shape (TEXT, or TEXT with other key/value heads); the towers' weights
+    do not depend on it."""
     from transformers import AutoTokenizer, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
     tiny_models.train_tokenizer(out_dir, vocab_size=1024, corpus=tuple(question_corpus()))
     tok = AutoTokenizer.from_pretrained(out_dir)
     ids = {t: tok.convert_tokens_to_ids(t) for t, _ in tiny_models.ADDED_TOKENS}
-    text = dict(TEXT, num_key_value_heads=text_kv_heads, vocab_size=int(math.ceil(len(tok) / 64) * 64),
-                tie_word_embeddings=False,
-                rope_scaling={"mrope_section": TEXT["mrope_section"], "rope_type": "default"},
+    text = dict(text, vocab_size=int(math.ceil(len(tok) / 64) * 64), tie_word_embeddings=False,
+                rope_scaling={"mrope_section": text["mrope_section"], "rope_type": "default"},
                 max_position_embeddings=65536, rope_theta=1e6, rms_norm_eps=1e-6,
                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     text.pop("mrope_section")
     cfg = Qwen2_5OmniThinkerConfig(
-        text_config=text, vision_config=dict(VISION, out_hidden_size=TEXT["hidden_size"]),
-        audio_config=dict(AUDIO, output_dim=TEXT["hidden_size"]),
+        text_config=text, vision_config=dict(VISION, out_hidden_size=text["hidden_size"]),
+        audio_config=dict(AUDIO, output_dim=text["hidden_size"]),
         audio_token_index=ids["<|AUDIO|>"], image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
         audio_start_token_id=ids["<|audio_bos|>"], audio_end_token_id=ids["<|audio_eos|>"],
         vision_start_token_id=ids["<|vision_bos|>"], vision_end_token_id=ids["<|vision_eos|>"],
@@ -212,12 +211,12 @@ def build_checkpoint(out_dir: pathlib.Path, seed: int, vision_block_gain: float 
 
 def build_initial_model(init_dir: pathlib.Path, scratch: pathlib.Path, seed: int, modality_marker: float,
                         vision_block_gain: float, vision_pretraining_steps: int = 0, log=print,
-                        text_kv_heads: int = TEXT["num_key_value_heads"]) -> dict:
+                        text: dict = TEXT) -> dict:
     """The thinker training starts from, in ``init_dir``: seeded weights (build_checkpoint), the vision tower
     taught to name what is in each slot when ``vision_pretraining_steps`` > 0 (pretrain_vision_tower), then
     the frozen towers standardised (standardise_towers, measured in ``scratch``). Returns what was measured:
     the scales divided out, and the pretraining's held-out accuracy."""
-    build_checkpoint(init_dir, seed, vision_block_gain, text_kv_heads)
+    build_checkpoint(init_dir, seed, vision_block_gain, text)
     report = {}
     if vision_pretraining_steps:
         report["vision_pretraining"] = pretrain_vision_tower(init_dir, vision_pretraining_steps, seed, log)
@@ -620,7 +619,8 @@ def main(argv=None) -> int:
     if args.vision == "pretrained" and pretraining_steps < 1:
         parser.error("--vision-pretraining-steps must be at least 1")
     # named by everything the start depends on, since a resumed run takes the start it finds there
-    default_kv = args.text_kv_heads == TEXT["num_key_value_heads"]
+    text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads)
+    default_kv = text_shape == TEXT
     init_dir = work / (f"init-{args.seed}-gain{args.vision_block_gain:g}-marker{args.modality_marker:g}"
                        + (f"-vision{pretraining_steps}" if pretraining_steps else "")
                        + ("" if default_kv else f"-kv{args.text_kv_heads}"))
@@ -633,7 +633,7 @@ def main(argv=None) -> int:
                   ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) + [f"--seed {args.seed}"]),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
               "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
-              "text": dict(TEXT, num_key_value_heads=args.text_kv_heads), "vision": VISION, "audio": AUDIO}
+              "text": text_shape, "vision": VISION, "audio": AUDIO}
     log = tqdm.write
 
     started = time.time()
@@ -642,7 +642,7 @@ def main(argv=None) -> int:
     if not init_report.exists():           # a resumed run keeps the start it made (the same, seeded)
         init_report.write_text(json.dumps(build_initial_model(
             init_dir, work / "standardise", args.seed, args.modality_marker, args.vision_block_gain,
-            pretraining_steps, log, args.text_kv_heads)))
+            pretraining_steps, log, text_shape)))
     report.update(json.loads(init_report.read_text()))
     init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
     mmproj = args.out_dir / "avrecall-mmproj.gguf"

@@ -1,13 +1,13 @@
 """Trains the small AV-Recall model that ships as omnimem_cpp/data/avrecall-text.gguf + avrecall-mmproj.gguf.
 
-A Qwen2.5-Omni thinker (transformers classes) with frozen random encoders: the vision and audio towers keep
-their seeded random weights, and only the language model learns. Its training streams go through the real
-pipeline: AV-Recall chunks (frames and PCM) are preprocessed and encoded by this project's native runtime
-from the projector file that ships, exactly as a stream does it, so the model learns on the embeddings it
-will see. Questions follow each stream in the chat layout `Stream.ask` uses; the loss is on the answer.
-With `--vision pretrained` the vision tower is first trained alone to name, in every token over an object,
-the object's shape and colour, then frozen (pretrain_vision_tower); `--vision trained` trains it with the
-language model.
+A Qwen2.5-Omni thinker (transformers classes) whose encoders are frozen while the language model learns.
+Its training streams go through the real pipeline: AV-Recall chunks (frames and PCM) are preprocessed and
+encoded by this project's native runtime from the projector file that ships, exactly as a stream does it,
+so the model learns on the embeddings it will see. Questions follow each stream in the chat layout
+`Stream.ask` uses; the loss is on the answer. The audio tower keeps its seeded random weights. The vision
+tower, by default (`--vision pretrained`), is first trained alone to name, in every token over an object,
+the object's shape and colour, then frozen (pretrain_vision_tower); `--vision frozen` keeps its random
+weights and `--vision trained` trains it with the language model.
 
 Positions far beyond the training streams: a stream's TMRoPE positions grow by 25 per second, so after 20
 minutes a question sits 30,000 positions past the stream's start. Training streams are short (12-64 s), so
@@ -133,16 +133,20 @@ AUDIO_CONV_GAIN = 4.0
 # the video rows' offset from the standardised towers' outputs, in units of a row's norm (standardise_towers)
 MODALITY_MARKER = 0.5
 
-# what each frozen vision block adds to its tokens, against the block's input (build_checkpoint; below 1 each
-# token keeps more of its own patch: docs/avrecall.md)
-VISION_BLOCK_GAIN = 1.0
+# what each vision block adds to its tokens, against the block's input, as drawn (build_checkpoint): at 1 the
+# random blocks mix each token's patch away, at 0.1 it stays readable (docs/avrecall.md)
+VISION_BLOCK_GAIN = 0.1
 
 # streams the vision tower learns to name each slot's contents from, with --vision pretrained
 VISION_PRETRAINING_STEPS = 1500
 
-# short streams dense with events: first finding a sound among the video rows, asked alone; then every kind
+# whether an object appeared, asked alone first (it is not learned after other kinds); then with the sounds
+# until both are clean; then every kind on short dense streams, and on longer sparser ones
 # (docs/avrecall.md, "what the training runs taught")
-PHASES = (Phase(4000, 6, 12, 24.0, kinds=("sound_played",)), Phase(2000, 6, 12, 24.0))
+_PRESENCE, _BOTH = ("object_appeared",), ("sound_played", "object_appeared")
+PHASES = (Phase(3000, 6, 12, 24.0, kinds=_PRESENCE), Phase(3000, 6, 12, 24.0, kinds=_BOTH),
+          Phase(4000, 6, 12, 24.0, kinds=_BOTH), Phase(4000, 6, 12, 24.0, kinds=_BOTH),
+          Phase(4000, 6, 12, 24.0), Phase(4000, 6, 12, 24.0), Phase(600, 24, 60, 6.0))
 
 
 def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallConfig:
@@ -587,9 +591,10 @@ def main(argv=None) -> int:
                         metavar=Phase.FORM,
                         help="a curriculum phase (repeatable; default "
                              + " ".join(map(str, PHASES)) + ")")
-    parser.add_argument("--vision", choices=("frozen", "pretrained", "trained"), default="frozen",
-                        help="keep the vision tower's random weights (the shipped model); teach it alone first "
-                             "to name each slot's shape and colour in the slot's tokens, then freeze it; or "
+    parser.add_argument("--vision", choices=("frozen", "pretrained", "trained"), default="pretrained",
+                        help="keep the vision tower's random weights; teach it alone first to name each slot's "
+                             "shape and colour in the slot's tokens, then freeze it (default, the shipped "
+                             "model); or "
                              "train it with the language model, about 3x the time per step (the audio tower "
                              "stays frozen)")
     parser.add_argument("--vision-pretraining-steps", type=int, default=VISION_PRETRAINING_STEPS,
@@ -600,9 +605,9 @@ def main(argv=None) -> int:
                         help="the video rows' offset after the towers are standardised, in units of a row's "
                              f"norm (default {MODALITY_MARKER:g}; 0 leaves audio and video rows alike in distribution)")
     parser.add_argument("--vision-block-gain", type=float, default=VISION_BLOCK_GAIN,
-                        help="scale of what each frozen vision block adds to its tokens (default "
-                             f"{VISION_BLOCK_GAIN:g}, the shipped towers; 0.1 keeps each token's own patch "
-                             "readable: docs/avrecall.md)")
+                        help="scale of what each vision block adds to its tokens as drawn (default "
+                             f"{VISION_BLOCK_GAIN:g}, the shipped towers, which keeps each token's own patch "
+                             "readable; at 1 the random blocks mix it away: docs/avrecall.md)")
     parser.add_argument("--text-kv-heads", type=int, choices=(1, 2, 4), default=TEXT["num_key_value_heads"],
                         help="the language model's key/value heads, shared by its "
                              f"{TEXT['num_attention_heads']} query heads (default {TEXT['num_key_value_heads']})")

@@ -243,7 +243,7 @@ def test_a_run_with_other_tower_settings_does_not_take_an_earlier_start(tmp_path
     reports = []
     for gain in ("1", "0.1", "1"):
         report = tmp_path / f"report-{len(reports)}.json"
-        assert trainer.main(["--phase", "1:12-12@6", "--vision-block-gain", gain, "--work-dir", str(tmp_path / "work"),
+        assert trainer.main(["--phase", "1:12-12@6", "--vision", "frozen", "--vision-block-gain", gain, "--work-dir", str(tmp_path / "work"),
                              "--out-dir", str(tmp_path / "out"), "--report", str(report), "--threads", "2"]) == 0
         reports.append(json.loads(report.read_text())["tower_output_scales"])
     assert len(list((tmp_path / "work").glob("init-*"))) == 2
@@ -267,7 +267,7 @@ def test_more_key_value_heads_change_only_the_language_model(trainer, tmp_path):
     starts = {}
     for kv in (2, 4):
         out, report = tmp_path / f"out-{kv}", tmp_path / f"report-{kv}.json"
-        assert trainer.main(["--phase", "1:12-12@6", "--text-kv-heads", str(kv), "--work-dir", str(tmp_path / "work"),
+        assert trainer.main(["--phase", "1:12-12@6", "--vision", "frozen", "--text-kv-heads", str(kv), "--work-dir", str(tmp_path / "work"),
                              "--out-dir", str(out), "--report", str(report), "--threads", "2"]) == 0
         written = json.loads(report.read_text())
         assert written["text"]["num_key_value_heads"] == kv

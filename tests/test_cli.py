@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -28,6 +29,8 @@ def test_demo_streams_a_video_and_answers(tmp_path):
     lines = proc.stdout.splitlines()
     assert sum(line.endswith((" ok", " wrong")) for line in lines) == DEMO_QUESTIONS
     assert any("KiB of K/V" in line for line in lines) and "questions were rolled back" in proc.stdout
+    # the bounded memory's answers beside the full memory's, each counted in the summary
+    assert re.search(rf"\d of {DEMO_QUESTIONS} right with \d+ rows per layer, \d with the full memory", proc.stdout)
 
 
 @pytest.mark.parametrize("command", [["demo"], ["bench", "avrecall"], ["run", "model.gguf"]])

@@ -176,7 +176,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
     import pathlib
 
-    from .avrecall.bench import BenchSettings, claims, format_claims, format_table, run_benchmark, write_report
+    from .avrecall.bench import (BenchSettings, CellCache, claims, format_claims, format_table, run_benchmark,
+                                 write_report)
 
     options = {k: v for k, v in dict(
         minutes=args.minutes, budgets=args.budgets, policies=args.policies, seeds=args.seeds,
@@ -188,6 +189,7 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
         except ImportError:
             raise InvalidArgumentError("--report draws plots with matplotlib: pip install matplotlib") from None
     command = report_command(sys.argv)
+    cache = CellCache(pathlib.Path(args.cache), settings.model, settings.mmproj) if args.cache else None
     start = time.perf_counter()
 
     written = []
@@ -196,10 +198,10 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
         # after every stream, so that a long run stopped midway (Ctrl-C) keeps what it measured; the last
         # call writes the whole run's report
         written[:] = write_report(rows, settings, command, pathlib.Path(args.report), time.perf_counter() - start,
-                                  streams)
+                                  streams, cache)
 
     rows = run_benchmark(settings, progress=not args.json, on_stream=report_so_far if args.report else None,
-                         cache_dir=pathlib.Path(args.cache) if args.cache else None)
+                         cache=cache)
     seconds = time.perf_counter() - start
     if args.json:
         print(json.dumps({"results": rows}))

@@ -1,8 +1,9 @@
-"""What the frozen encoders of the shipped AV-Recall projector pass on: probes on their embeddings.
+"""What the frozen encoders of an AV-Recall projector pass on: probes on their embeddings.
 
-The shipped model keeps its vision and audio towers at their random weights; only the language model was
-trained. This script asks how readable the towers' outputs are. It encodes fresh AV-Recall streams with
-the shipped projector, exactly as a stream does, and fits small classifiers on the embeddings:
+The shipped model's towers are frozen: the audio tower at its random weights, the vision tower after it was
+taught alone to name each slot's contents; only the language model learned from the questions. This
+script asks how readable the towers' outputs are. It encodes fresh AV-Recall streams with
+the shipped projector (or `--mmproj`), exactly as a stream does, and fits small classifiers on the embeddings:
 - For each object slot: the tokens at least half inside the slot's box (3 rows x 2 columns of 28-px cells)
   against the colour and the shape of the object there, or "none". There are two probes: a linear one on their mean,
   and a one-hidden-layer MLP on the six tokens side by side.

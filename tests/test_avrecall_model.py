@@ -129,6 +129,22 @@ def test_a_report_of_a_run_stopped_midway_says_which_streams_it_holds(tmp_path, 
     bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0)
     assert json.loads((tmp_path / "avrecall-results.json").read_text())["complete"] is True
     assert "stopped" not in (tmp_path / "avrecall-results.md").read_text()
+    assert "cell cache" not in (tmp_path / "avrecall-results.md").read_text()
+
+
+def test_a_report_says_how_many_cells_earlier_runs_measured(tmp_path, monkeypatch):
+    """A run that takes cells from the cell cache takes minutes for hours of work: its report says so."""
+    from omnimem_cpp.avrecall import bench
+
+    monkeypatch.setattr(bench, "plot", lambda rows, out_dir: [])
+    settings = BenchSettings(minutes=(1,), budgets=(256,), policies=("omnimem",), seeds=1)
+    cache = bench.CellCache(tmp_path / "cells", settings.model, settings.mmproj)
+    cache.taken, cache.stored = 3, 1
+    rows = [dict(policy="full", budget=None, minutes=1.0, question_type="all", accuracy=0.5, kv_bytes=0, n=20)]
+    bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0, cache=cache)
+    assert "3 of its 4 cell results were taken from the cell cache" in (tmp_path / "avrecall-results.md").read_text()
+    report = json.loads((tmp_path / "avrecall-results.json").read_text())
+    assert (report["cells_from_cache"], report["cells_run"]) == (3, 1)
 
 
 @pytest.mark.parametrize("policies", [(), ("omnimem", "uniform")])
@@ -176,8 +192,13 @@ def test_the_cell_cache_runs_only_the_cells_it_lacks(tmp_path, monkeypatch):
     from omnimem_cpp.avrecall import bench
 
     settings = BenchSettings(minutes=(0.5,), budgets=(32,), policies=("uniform",), seeds=1, questions=6, threads=2)
-    first = run_benchmark(settings, progress=False, cache_dir=tmp_path)
+
+    def cache():
+        return bench.CellCache(tmp_path, settings.model, settings.mmproj)
+
+    first = run_benchmark(settings, progress=False, cache=(filled := cache()))
     assert len(list(tmp_path.glob("*.json"))) == 2          # full and uniform@32 on the one stream
+    assert (filled.taken, filled.stored) == (0, 2)
     fed, feed = [], bench.fed_cells
 
     def spy(model, av, cells, progress=True):
@@ -185,10 +206,12 @@ def test_the_cell_cache_runs_only_the_cells_it_lacks(tmp_path, monkeypatch):
         return feed(model, av, cells, progress)
 
     monkeypatch.setattr(bench, "fed_cells", spy)
-    assert run_benchmark(settings, progress=False, cache_dir=tmp_path) == first and fed == []
+    assert run_benchmark(settings, progress=False, cache=(again := cache())) == first and fed == []
+    assert (again.taken, again.stored) == (2, 0)
     wider = dataclasses.replace(settings, budgets=(32, 64))
-    rows = run_benchmark(wider, progress=False, cache_dir=tmp_path)
+    rows = run_benchmark(wider, progress=False, cache=(widened := cache()))
     assert fed == [[("uniform", 64)]]                        # with the full memory, for where the sounds are
+    assert (widened.taken, widened.stored) == (2, 1)
     assert rows == run_benchmark(wider, progress=False)      # what a run without the cache measures
     # other model files are other keys
     config = bench.stream_configs(0.5, 1, 6)[0]

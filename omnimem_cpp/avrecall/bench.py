@@ -232,7 +232,8 @@ class CellCache:
     """Each cell's result on one stream, as a JSON file in ``folder`` named by a digest of the model files'
     contents, the stream's config and the cell: a run that finds a cell's file does not run that cell again.
     So a long run stopped midway goes on where it stopped, and runs of other lengths, budgets or policies
-    with the same model share what they have in common."""
+    with the same model share what they have in common. ``taken`` and ``stored`` count the cells read from the
+    folder and the cells run and written to it, so a report can say how much of it earlier runs measured."""
 
     VERSION = 2     # of the stored form and of what a cell measures; bump it when either changes (2: score_queries)
 
@@ -240,6 +241,7 @@ class CellCache:
         self.folder = pathlib.Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.files = [hashlib.sha256(pathlib.Path(f).read_bytes()).hexdigest() for f in (model, mmproj)]
+        self.taken = self.stored = 0
 
     def _path(self, config: AVRecallConfig, cell: tuple) -> pathlib.Path:
         key = json.dumps([self.VERSION, self.files, dataclasses.asdict(config), list(cell)], sort_keys=True)
@@ -250,6 +252,7 @@ class CellCache:
         if not path.exists():
             return None
         stored = json.loads(path.read_text())
+        self.taken += 1
         return StreamResult(**{**stored, "answers": [tuple(a) for a in stored["answers"]]})
 
     def put(self, config: AVRecallConfig, result: StreamResult) -> None:
@@ -257,6 +260,7 @@ class CellCache:
         partial = path.with_suffix(".tmp")
         partial.write_text(json.dumps(dataclasses.asdict(result)))
         partial.replace(path)       # a run killed while writing leaves no half file behind
+        self.stored += 1
 
 
 def ask_questions(stream, questions) -> list:
@@ -326,15 +330,14 @@ def summarise(results: list) -> list:
 
 def run_benchmark(settings: BenchSettings, progress: bool = True,
                   on_stream: Optional[Callable[[list, dict], None]] = None,
-                  cache_dir: Optional[pathlib.Path] = None) -> list:
+                  cache: Optional[CellCache] = None) -> list:
     """Runs every stream of the settings, shortest first, and returns the summary rows (see :func:`summarise`).
     After each stream, ``on_stream(rows, streams)`` gets the summary so far and the streams run per length
-    ({minutes: count}), so a long run stopped midway keeps what it measured. With ``cache_dir``, each cell's
-    result is kept there and taken from there by later runs (:class:`CellCache`)."""
+    ({minutes: count}), so a long run stopped midway keeps what it measured. With ``cache``, each cell's result
+    is kept in its folder and taken from there by later runs (:class:`CellCache`)."""
     from ..model import Model
 
     results, streams = [], {}
-    cache = CellCache(cache_dir, settings.model, settings.mmproj) if cache_dir is not None else None
     # the cells are fed in lockstep, so one cached output per tower lets each chunk be encoded once for all
     with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads, encoder_cache=1) as model:
         jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
@@ -480,9 +483,10 @@ def settings_json(settings: BenchSettings) -> dict:
 
 
 def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float,
-                 streams: Optional[dict] = None) -> list:
+                 streams: Optional[dict] = None, cache: Optional[CellCache] = None) -> list:
     """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots. ``streams``
-    ({minutes: count}, as :func:`run_benchmark` reports them) marks a run stopped before all its streams."""
+    ({minutes: count}, as :func:`run_benchmark` reports them) marks a run stopped before all its streams;
+    ``cache``, the run's cell cache, says how many cells earlier runs measured (``seconds`` is this run's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     found = claims(rows)
     streams = streams or {m: settings.seeds for m in settings.minutes}
@@ -490,13 +494,17 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     (out_dir / "avrecall-results.json").write_text(json.dumps(
         {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "complete": complete,
          "streams": [{"minutes": m, "streams": streams.get(m, 0)} for m in settings.minutes], "results": rows,
-         "claims": found}, indent=1))
+         "claims": found, "cells_from_cache": cache.taken if cache else 0,
+         "cells_run": cache.stored if cache else None}, indent=1))
     kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
     made = f"Made by `{command}` in {seconds / 60:.0f} min."
     if not complete:
         made += (" The run was stopped before its last streams; it holds " +
                  ", ".join(f"{streams.get(m, 0)} of {settings.seeds} {m:g}-minute streams" for m in settings.minutes)
                  + ".")
+    if cache and cache.taken:
+        made += (f" {cache.taken} of its {cache.taken + cache.stored} cell results were taken from the cell cache "
+                 "(`--cache`), measured by earlier runs; the time is this run's.")
     text = [made, "", format_table(rows), "", "By question kind:", "", format_table(rows, kinds), ""]
     if found:
         text += ["The paper's claims at the longest length (budgets of at most "

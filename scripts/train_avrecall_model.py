@@ -578,7 +578,8 @@ def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) ->
     return float(np.abs(reference - runtime[:reference.size]).max() / np.abs(reference).max())
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's options; with none given they make the shipped pair."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", type=pathlib.Path, default=ROOT / "omnimem_cpp" / "data",
@@ -615,6 +616,11 @@ def main(argv=None) -> int:
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")
     parser.add_argument("--threads", type=int, default=None, help="torch and runtime threads (default: all cores)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     phases = args.phases or list(PHASES)
     if args.threads:

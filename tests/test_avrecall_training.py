@@ -280,3 +280,22 @@ def test_more_key_value_heads_change_only_the_language_model(trainer, tmp_path):
     assert towers and all(torch.equal(weights[2][k], weights[4][k]) for k in towers)
     k_proj = "model.layers.0.self_attn.k_proj.weight"
     assert weights[4][k_proj].shape[0] == 2 * weights[2][k_proj].shape[0]
+
+
+def test_the_shipped_report_is_of_the_shipped_pair_made_with_the_defaults(trainer):
+    """docs/avrecall-training.json describes the pair in the package, and the script's defaults are its
+    settings: `python scripts/train_avrecall_model.py` with no arguments remakes what ships."""
+    import dataclasses
+
+    report = json.loads((ROOT / "docs" / "avrecall-training.json").read_text())
+    data = ROOT / "omnimem_cpp" / "data"
+    assert report["files"] == {name: (data / name).stat().st_size for name in report["files"]}
+    defaults = trainer.build_parser().parse_args([])
+    assert defaults.phases is None and defaults.out_dir == data
+    assert report["phases"] == [dataclasses.asdict(p) | {"kinds": list(p.kinds)} for p in trainer.PHASES]
+    assert report["vision_tower"] == defaults.vision
+    assert report["vision_pretraining"]["steps"] == defaults.vision_pretraining_steps
+    assert (report["lr"], report["seed"]) == (defaults.lr, defaults.seed)
+    assert (report["vision_block_gain"], report["modality_marker"]) == (defaults.vision_block_gain,
+                                                                        defaults.modality_marker)
+    assert report["text"]["num_key_value_heads"] == defaults.text_kv_heads and report["text"] == trainer.TEXT

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import media
 from .avrecall import AVRecallConfig, AVRecallStream, normalise_answer, write_mp4
-from .avrecall.bench import MODEL as DEMO_MODEL, PROJECTOR as DEMO_PROJECTOR
+from .avrecall.bench import MODEL as DEMO_MODEL, PROJECTOR as DEMO_PROJECTOR, full_memory_rows
 from .model import Model
 
 DEMO_SEED = 3           # a benchmark seed (the model never saw it) with every question family represented
@@ -50,12 +50,11 @@ def run_demo(n_threads: Optional[int] = None, clip_path: str = "avrecall-demo.mp
     print(f"wrote {path}: {generated.duration:.0f} s of video with sound (watch it with any player)")
     print(f"model: {DEMO_MODEL.name} + {DEMO_PROJECTOR.name}, a small Qwen2.5-Omni thinker trained on AV-Recall "
           f"streams; memory: {DEMO_POLICY}, {DEMO_BUDGET} media rows per layer, and the full memory beside it")
-    config = generated.config
-    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     # both streams see the same chunks in turn, so one cached encoder output per tower serves them both
     with Model(DEMO_MODEL, mmproj=DEMO_PROJECTOR, n_threads=1 if n_threads is None else n_threads,
                encoder_cache=1) as model, \
-            model.stream(policy=DEMO_POLICY, budget=DEMO_BUDGET) as bounded, model.stream(n_ctx=n_ctx) as full, \
+            model.stream(policy=DEMO_POLICY, budget=DEMO_BUDGET) as bounded, \
+            model.stream(n_ctx=full_memory_rows(generated.config)) as full, \
             media.open(path) as reader:
         start = time.perf_counter()
         for chunk in tqdm(reader, total=reader.n_chunks, unit="chunk", desc=f"streaming {path.name}"):

@@ -203,17 +203,21 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
 FULL = ("full", None)
 
 
+def full_memory_rows(config: AVRecallConfig) -> int:
+    """Rows per layer a full memory needs for the stream, with room for a question and its answer."""
+    return int(config.media_tokens) + 256
+
+
 @contextlib.contextmanager
 def fed_cells(model, av: AVRecallStream, cells, progress: bool = True, full: bool = True):
     """Streams of ``model`` fed every chunk of ``av`` in lockstep, their media closed, as {(policy, budget):
     stream}: the full memory as FULL (unless not ``full``), then each (:class:`PolicySpec`, budget) of
     ``cells``. They are closed on leaving the block."""
     config = av.config
-    n_ctx = int(config.seconds * (config.visual_tokens_per_second + config.audio_tokens_per_second)) + 256
     streams = {}
     try:
         if full:
-            streams[FULL] = model.stream(n_ctx=n_ctx)
+            streams[FULL] = model.stream(n_ctx=full_memory_rows(config))
         for spec, budget in cells:
             streams[(spec.name, budget)] = spec.stream(model, budget)
         label = f"{config.seconds / 60:g} min, seed {config.seed}"
@@ -367,7 +371,7 @@ def claims(rows: list) -> list:
         return []
     minutes = max(r["minutes"] for r in overall)
     cfg = AVRecallConfig(seconds=60.0 * minutes)
-    tokens = cfg.seconds * (cfg.visual_tokens_per_second + cfg.audio_tokens_per_second)
+    tokens = cfg.media_tokens
     acc = {(r["policy"], r["budget"], r["question_type"]): r["accuracy"] for r in overall if r["minutes"] == minutes}
     out = []
     for budget in sorted({b for _, b, _ in acc}):

@@ -111,6 +111,11 @@ class AVRecallConfig:
         return float(AUDIO_TOKENS_PER_SECOND)
 
     @property
+    def media_tokens(self) -> float:
+        """Visual and audio tokens of the whole stream."""
+        return self.seconds * (self.visual_tokens_per_second + self.audio_tokens_per_second)
+
+    @property
     def token_ratio(self) -> float:
         """Visual tokens per audio token, as Qwen2.5-Omni would encode this stream."""
         return self.visual_tokens_per_second / self.audio_tokens_per_second

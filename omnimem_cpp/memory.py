@@ -241,6 +241,7 @@ def select(
     queries: Optional[np.ndarray] = None,
     keys: Optional[np.ndarray] = None,
     history: Optional[np.ndarray] = None,
+    seq: Optional[Union[Sequence[int], np.ndarray]] = None,
     lam: float = 0.02,
     n_sink: int = 4,
     seed: int = 0,
@@ -256,6 +257,8 @@ def select(
         queries: ``[c, n_head, head_dim]`` the chunk's queries after RoPE; keys: ``[n, n_head_kv, head_dim]``
             after RoPE.
         history: ``[n - c]`` running importance of the memory rows, or None.
+        seq: ``[n]`` each row's index in the stream, ascending (``uniform`` and ``random`` rank the rows by
+            it, so that a stream keeps the same rows whenever it compacts), or None: ``0 .. n - 1``.
         score_queries: at most how many of the chunk's queries measure the attention received, as in a stream
             (see :class:`~omnimem_cpp.Stream`); 0: all of them.
 
@@ -289,6 +292,13 @@ def select(
         raise InvalidArgumentError("give queries and keys together")
     n_chunk = q.shape[0] if q is not None else 0
     history_ptr, _ = buffer(history, lambda s: s == (n - n_chunk,), f"history must be [{n - n_chunk}] but")
+    if seq is None:
+        seq_ptr = ffi.NULL
+    else:
+        seq = np.ascontiguousarray(seq, dtype=np.int32)
+        if seq.shape != (n,):
+            raise InvalidArgumentError(f"seq must be [{n}] like modality, got shape {list(seq.shape)}")
+        seq_ptr = ffi.from_buffer("int32_t[]", seq)
     audio, visual = (int(x) for x in budget)
     kept = np.empty(n, dtype=np.int32)
     importance = np.zeros(n, dtype=np.float32)
@@ -296,6 +306,6 @@ def select(
     check(lib.om_memory_select(
         params, n, n_chunk, h_ptr, h.shape[1] if h is not None else 0,
         q_ptr, q.shape[1] if q is not None else 0, k_ptr, k.shape[1] if k is not None else 0,
-        k.shape[2] if k is not None else 0, ffi.from_buffer("int8_t[]", mods), history_ptr, audio, visual,
+        k.shape[2] if k is not None else 0, ffi.from_buffer("int8_t[]", mods), history_ptr, seq_ptr, audio, visual,
         ffi.from_buffer("int32_t[]", kept), n_kept, ffi.from_buffer("float[]", importance)))
     return kept[: n_kept[0]].copy(), importance

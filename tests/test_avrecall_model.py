@@ -220,6 +220,20 @@ def test_the_cell_cache_runs_only_the_cells_it_lacks(tmp_path, monkeypatch):
     assert bench.CellCache(tmp_path, PROJECTOR, MODEL).get(config, bench.FULL) is None
 
 
+def test_cells_of_a_policy_whose_selection_changed_are_run_again(tmp_path, monkeypatch):
+    from omnimem_cpp.avrecall import bench
+
+    config = bench.stream_configs(0.5, 1, 6)[0]
+    cells = [bench.FULL, ("omnimem", 64), ("uniform", 64), ("random:seed=3", 64)]
+    monkeypatch.setattr(bench.CellCache, "POLICY_REVISIONS", {})          # as cached before the change
+    before = bench.CellCache(tmp_path, MODEL, PROJECTOR)
+    for policy, budget in cells:
+        before.put(config, bench.StreamResult(policy, budget, 0.5, config.seed, 1024))
+    monkeypatch.undo()
+    after = bench.CellCache(tmp_path, MODEL, PROJECTOR)
+    assert [after.get(config, cell) is not None for cell in cells] == [True, True, False, False]
+
+
 def test_a_policy_spec_carries_its_settings_into_the_stream():
     """omnimem:lam=1:av_ratio=1:redundancy=hidden gives a stream whose memory has those settings: an even
     audio/visual split of the budget (the default splits 1:5), λ = 1 and hidden-state redundancy vectors."""

@@ -53,10 +53,25 @@ def reference_scores(hidden, importance, lam):
     return np.sqrt(np.maximum(0.0, 1.0 - s / 2)) * importance ** lam
 
 
+def reversed_bits(seq):
+    """Each 32-bit index with its bits in reverse order (the van der Corput sequence, scaled to 2^32)."""
+    return np.array([int(f"{int(i):032b}"[::-1], 2) for i in seq], dtype=np.uint64)
+
+
+def splitmix64(x):
+    """SplitMix64's output function on uint64 values (Steele, Lea and Flood, 2014)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def reference_select(policy, modality, budget, *, hidden=None, queries=None, keys=None, history=None, lam=0.02,
-                     n_sink=4, score_queries=32):
+                     n_sink=4, score_queries=32, seq=None, seed=0):
     modality = np.asarray(modality)
     n = modality.size
+    seq = np.arange(n) if seq is None else np.asarray(seq)
     importance = (reference_importance(queries, keys, history, score_queries) if queries is not None
                   else np.zeros(n))
     text = np.flatnonzero(modality == TEXT)
@@ -77,8 +92,11 @@ def reference_select(policy, modality, budget, *, hidden=None, queries=None, key
     elif policy == "sink-window":
         sink = min(n_sink, k)
         kept = np.concatenate([media[:sink], media[media.size - (k - sink):]])
-    elif policy == "uniform":
-        kept = media[[(2 * i + 1) * media.size // (2 * k) for i in range(k)]] if k else media[:0]
+    elif policy == "uniform":     # the smallest reversed indices first
+        kept = media[np.argsort(reversed_bits(seq[media]), kind="stable")[:k]]
+    elif policy == "random":      # the highest seeded hashes of the indices first
+        hashes = splitmix64((np.uint64(seed) << np.uint64(32)) | seq[media].astype(np.uint64))
+        kept = media[np.argsort(~hashes, kind="stable")[:k]]
     else:
         raise ValueError(policy)
     return np.sort(np.concatenate([text, kept]).astype(int)), importance
@@ -94,7 +112,8 @@ def random_layer(rng, n, c, n_head=4, n_head_kv=2, head_dim=8, dim=16, kinds=(TE
     )
 
 
-@pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit", "attention-topk", "sink-window", "uniform"])
+@pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit", "attention-topk", "sink-window", "uniform",
+                                    "random"])
 @pytest.mark.parametrize("heads", [(4, 4), (4, 2), (8, 2)])
 @pytest.mark.parametrize("with_history", [False, True])
 @pytest.mark.parametrize("score_queries", [0, 4, 32])
@@ -131,10 +150,9 @@ def test_selection_edge_cases(kinds, budget):
             assert n_visual == min(budget[1], (mods == VISUAL).sum())
         else:
             assert n_audio + n_visual == min(sum(budget), (mods != TEXT).sum())
-        if policy != "random":
-            want, _ = reference_select(policy, mods, budget, hidden=layer["hidden"], queries=layer["queries"],
-                                       keys=layer["keys"])
-            np.testing.assert_array_equal(kept, want)
+        want, _ = reference_select(policy, mods, budget, hidden=layer["hidden"], queries=layer["queries"],
+                                   keys=layer["keys"])
+        np.testing.assert_array_equal(kept, want)
 
 
 def test_random_policy_is_seeded_and_lambda_zero_needs_no_attention():
@@ -165,6 +183,10 @@ def test_selection_rejects_bad_arrays():
         om.memory.select(policy="uniform", budget=(1, 1), modality=np.full(20, 7))
     with pytest.raises(InvalidArgumentError, match="unknown policy"):
         om.memory.select(policy="h2o", budget=(1, 1), modality=layer["modality"])
+    with pytest.raises(InvalidArgumentError, match="seq must be"):
+        om.memory.select(policy="uniform", budget=(1, 1), modality=layer["modality"], seq=np.arange(5))
+    with pytest.raises(InvalidArgumentError, match="ascend"):
+        om.memory.select(policy="uniform", budget=(1, 1), modality=layer["modality"], seq=np.arange(20)[::-1])
 
 
 # --- budgets ------------------------------------------------------------------------------------------------
@@ -385,6 +407,39 @@ def test_invariants_after_every_compaction(model, tiny_reference, policy):
             start = end
         assert (stats.compactions > 0) == bounded
         assert stats.kv_bytes <= stats.kv_bytes_allocated
+
+
+@pytest.mark.parametrize("policy,seed", [("uniform", 0), ("random", 0), ("random", 7)])
+def test_a_stream_keeps_what_one_selection_over_everything_it_was_fed_keeps(model, tiny_reference, policy, seed):
+    """UNIFORM and RANDOM rank rows by their index in the stream alone, so compacting after every chunk ends
+    where one selection over the whole stream would: the old rows are not thinned out again and again."""
+    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 12, seed=3)
+    budget = (6, 18)
+    with model.stream(policy, budget=om.Budget(table=(budget, budget)), n_extra=64, seed=seed) as s:
+        feed_scenario(s, embd, pos, mods, ends[:-1])
+        assert s.stats().compactions == 12              # the first chunk already holds more than 24
+        n = ends[-2]
+        want, _ = reference_select(policy, mods[:n], budget, seq=np.arange(n), seed=seed)
+        for il in range(2):
+            np.testing.assert_array_equal(s.layer_tokens(il), want)
+    first_half = want[(mods[want] != TEXT) & (want < n // 2)]
+    assert len(first_half) >= 6          # a quarter of the 24 media rows kept, at least, from the first half
+
+
+@pytest.mark.parametrize("n,k", [(1000, 50), (9420, 512), (9420, 4096), (5000, 4999), (64, 64)])
+def test_uniform_spreads_the_kept_rows_over_the_whole_stream(n, k):
+    offset = 37                                         # a text prompt before the media
+    kept, _ = om.memory.select(policy="uniform", budget=(0, k), modality=np.full(n, VISUAL, np.int8),
+                               seq=np.arange(offset, offset + n))
+    assert len(kept) == k
+    gaps = np.diff(np.concatenate([[-1], kept, [n]]))
+    assert gaps.max() <= 2 * n / k + 1                  # every 2^m-th row for the smallest 2^m that fits
+    random_kept, _ = om.memory.select(policy="random", budget=(0, k), modality=np.full(n, VISUAL, np.int8),
+                                      seq=np.arange(offset, offset + n))
+    assert len(random_kept) == k
+    if k < n:       # a uniform random sample: about as many rows from each half (4 standard deviations)
+        half = (random_kept < n // 2).mean()
+        assert abs(half - 0.5) <= 4 * np.sqrt(0.25 / k) + 1 / k
 
 
 def test_text_cap_keeps_the_prompt_and_evicts_the_oldest_later_text(model, tiny_reference):

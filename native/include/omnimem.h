@@ -172,8 +172,8 @@ typedef enum om_policy {
     OM_POLICY_OMNIMEM_NOSPLIT = 2,  // the same score, one top-k over audio and visual together
     OM_POLICY_SINK_WINDOW     = 3,  // StreamingLLM: the first n_sink media rows and the most recent ones
     OM_POLICY_ATTENTION_TOPK  = 4,  // H2O / SnapKV style: the rows that received the most attention
-    OM_POLICY_UNIFORM         = 5,  // evenly spaced media rows
-    OM_POLICY_RANDOM          = 6,  // a seeded random subset of the media rows
+    OM_POLICY_UNIFORM         = 5,  // media rows evenly spaced over the whole stream
+    OM_POLICY_RANDOM          = 6,  // a seeded random sample of the whole stream's media rows
 } om_policy;
 
 // The vectors whose neighbour cosines measure redundancy in the OMNIMEM score.
@@ -367,13 +367,15 @@ OM_API int32_t om_stream_extra_rows(const om_stream_params * params);
 //   queries:  [n_chunk][n_head][head_dim] the chunk's queries after RoPE; keys: [n][n_head_kv][head_dim]
 //             after RoPE (needed by OMNIMEM with lambda > 0 and ATTENTION_TOPK; else may be NULL)
 //   modality: [n] om_modality values; history: [n - n_chunk] running importance of the memory rows, or NULL
+//   seq:      [n] each row's index in the stream, ascending (what UNIFORM and RANDOM rank rows by), or NULL:
+//             0 .. n - 1
 // Writes the kept rows' indices, ascending, to out_kept (capacity n) with their count, and each row's
 // importance after the running average to out_importance ([n], may be NULL; zeros when not computed).
 OM_API om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk,
                                   const float * hidden, int32_t dim,
                                   const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv,
                                   int32_t head_dim, const int8_t * modality, const float * history,
-                                  int32_t budget_audio, int32_t budget_visual,
+                                  const int32_t * seq, int32_t budget_audio, int32_t budget_visual,
                                   int32_t * out_kept, int32_t * out_n_kept, float * out_importance);
 
 //

@@ -29,7 +29,6 @@ public:
         value(uint64_t(v.size()));
         bytes(v.data(), sizeof(T) * v.size());
     }
-    void string(const std::string & s) { vector(std::vector<char>(s.begin(), s.end())); }
     // Writes the checksum and moves the file into place.
     void commit();
 
@@ -62,10 +61,6 @@ public:
         std::vector<T> v(static_cast<size_t>(n));
         bytes(v.data(), sizeof(T) * v.size());
         return v;
-    }
-    std::string string(uint64_t max_size) {
-        const std::vector<char> c = vector<char>(max_size);
-        return std::string(c.begin(), c.end());
     }
     // Checks the checksum and that nothing follows it.
     void finish();

@@ -240,6 +240,9 @@ class CellCache:
     folder and the cells run and written to it, so a report can say how much of it earlier runs measured."""
 
     VERSION = 2     # of the stored form and of what a cell measures; bump it when either changes (2: score_queries)
+    # a policy whose selection changed since VERSION: its cells are run again, the others' kept (1: uniform
+    # and random rank rows over the whole stream)
+    POLICY_REVISIONS = {"uniform": 1, "random": 1}
 
     def __init__(self, folder: pathlib.Path, model: pathlib.Path, mmproj: pathlib.Path):
         self.folder = pathlib.Path(folder)
@@ -248,7 +251,9 @@ class CellCache:
         self.taken = self.stored = 0
 
     def _path(self, config: AVRecallConfig, cell: tuple) -> pathlib.Path:
-        key = json.dumps([self.VERSION, self.files, dataclasses.asdict(config), list(cell)], sort_keys=True)
+        revision = self.POLICY_REVISIONS.get(parse_policy(cell[0]).policy, 0) if cell != FULL else 0
+        key = json.dumps([self.VERSION, self.files, dataclasses.asdict(config), list(cell)]
+                         + ([revision] if revision else []), sort_keys=True)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
     def get(self, config: AVRecallConfig, cell: tuple) -> Optional[StreamResult]:

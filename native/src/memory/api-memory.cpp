@@ -184,8 +184,9 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
 
 om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk, const float * hidden,
                            int32_t dim, const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv,
-                           int32_t head_dim, const int8_t * modality, const float * history, int32_t budget_audio,
-                           int32_t budget_visual, int32_t * out_kept, int32_t * out_n_kept, float * out_importance) {
+                           int32_t head_dim, const int8_t * modality, const float * history, const int32_t * seq,
+                           int32_t budget_audio, int32_t budget_visual, int32_t * out_kept, int32_t * out_n_kept,
+                           float * out_importance) {
     return guarded([&] {
         require(params != nullptr && out_kept != nullptr && out_n_kept != nullptr,
                 "params, out_kept and out_n_kept must not be NULL");
@@ -196,6 +197,8 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
         for (int32_t j = 0; j < n; ++j) {
             require(modality[j] >= OM_MODALITY_TEXT && modality[j] <= OM_MODALITY_AUDIO,
                     "modality values must be 0 (text), 1 (visual) or 2 (audio)");
+            require(seq == nullptr || seq[j] >= 0, "stream indices must not be negative");
+            require(seq == nullptr || j == 0 || seq[j] > seq[j - 1], "stream indices must ascend");
         }
         const bool attention = policy_needs_importance(*params);
         const bool redundancy = policy_needs_redundancy(*params);
@@ -231,8 +234,8 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
         in.adjacent_cos = m.cosines.empty() ? nullptr : m.cosines.data();
         in.budget_audio = budget_audio;
         in.budget_visual = budget_visual;
-        std::mt19937_64 rng(params->seed);
-        const std::vector<int32_t> kept = select_rows(*params, in, rng);
+        in.seq = seq;
+        const std::vector<int32_t> kept = select_rows(*params, in);
         std::copy(kept.begin(), kept.end(), out_kept);
         *out_n_kept = int32_t(kept.size());
         if (out_importance != nullptr) {

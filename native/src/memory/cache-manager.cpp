@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <numeric>
-#include <sstream>
 
 namespace om {
 
@@ -22,7 +21,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 cache_manager::cache_manager(const text_hparams & hp, const om_stream_params & params,
                              ggml_backend_buffer_type_t buft)
-    : params_(params.memory), layer_compactions_(size_t(hp.n_layer), 0), rng_(params.memory.seed) {
+    : params_(params.memory), layer_compactions_(size_t(hp.n_layer), 0) {
     check_memory_params(params_);
     std::vector<int32_t> capacity(size_t(hp.n_layer), params.n_ctx);
     if (params_.policy != OM_POLICY_FULL) {
@@ -181,18 +180,21 @@ std::vector<int32_t> cache_manager::select_layer(int32_t il, const std::vector<f
     }
     std::vector<modality> mods(static_cast<size_t>(n));
     std::vector<float> importance(static_cast<size_t>(n));
+    std::vector<int32_t> seq(static_cast<size_t>(n));
     for (int32_t j = 0; j < n; ++j) {
         mods[size_t(j)] = rows[size_t(j)].mod;
         importance[size_t(j)] = rows[size_t(j)].importance;
+        seq[size_t(j)] = rows[size_t(j)].seq;
     }
     selection_input in;
     in.mod = mods.data();
     in.n = n;
     in.importance = importance.data();
     in.adjacent_cos = cosines.empty() ? nullptr : cosines.data();   // empty: fewer than two rows
+    in.seq = seq.data();
     in.budget_audio = budget_audio(il);
     in.budget_visual = budget_visual(il);
-    std::vector<int32_t> kept = select_rows(params_, in, rng_);
+    std::vector<int32_t> kept = select_rows(params_, in);
     apply_text_cap(il, kept);
     return kept;
 }
@@ -316,9 +318,6 @@ void cache_manager::save(byte_writer & w) const {
     w.value(compactions_);
     w.value(t_score_);
     w.value(t_compact_);
-    std::ostringstream rng;
-    rng << rng_;
-    w.string(rng.str());
 }
 
 void cache_manager::load(byte_reader & r) {
@@ -339,11 +338,6 @@ void cache_manager::load(byte_reader & r) {
     compactions_ = r.value<int64_t>();
     t_score_ = r.value<double>();
     t_compact_ = r.value<double>();
-    std::istringstream rng(r.string(1 << 16));
-    rng >> rng_;
-    if (rng.fail()) {
-        r.corrupt();
-    }
 }
 
 } // namespace om

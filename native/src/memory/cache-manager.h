@@ -14,7 +14,6 @@
 
 #include <functional>
 #include <memory>
-#include <random>
 #include <vector>
 
 namespace om {
@@ -72,7 +71,6 @@ private:
     std::vector<std::vector<float>> received_;    // per layer: attention received during the current chunk
     std::vector<int64_t> layer_compactions_;
     int32_t first_media_seq_ = -1;                // text before it (the prompt) is never capped
-    std::mt19937_64 rng_;
     int64_t compactions_ = 0;
     double t_score_ = 0.0, t_compact_ = 0.0;
 };

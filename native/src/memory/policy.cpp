@@ -70,7 +70,8 @@ namespace {
 
 // The k candidates with the highest score (ties: the earlier row), in no particular order: the order is a
 // strict total one, so the selection alone (linear time) fixes the set; select_rows sorts what it keeps.
-void keep_top(std::vector<int32_t> candidates, const std::vector<float> & score, int64_t k,
+template <typename Score>
+void keep_top(std::vector<int32_t> candidates, const std::vector<Score> & score, int64_t k,
               std::vector<int32_t> & kept) {
     if (int64_t(candidates.size()) > k) {
         std::nth_element(candidates.begin(), candidates.begin() + k, candidates.end(), [&](int32_t a, int32_t b) {
@@ -81,9 +82,41 @@ void keep_top(std::vector<int32_t> candidates, const std::vector<float> & score,
     kept.insert(kept.end(), candidates.begin(), candidates.end());
 }
 
+uint32_t stream_index(const selection_input & in, int32_t j) {
+    return uint32_t(in.seq != nullptr ? in.seq[j] : j);
+}
+
+// UNIFORM's rank: the stream index with its bits reversed (the van der Corput sequence), highest first. The
+// rows kept are then every 2^m-th row of the stream, for the smallest m that fits, plus an evenly spread share
+// of the rows halfway between, so no gap between kept rows exceeds twice the stream's rows over the budget.
+std::vector<uint32_t> spread_ranks(const selection_input & in) {
+    std::vector<uint32_t> rank(size_t(in.n));
+    for (int32_t j = 0; j < in.n; ++j) {
+        uint32_t x = stream_index(in, j), reversed = 0;
+        for (int b = 0; b < 32; ++b, x >>= 1) {
+            reversed = (reversed << 1) | (x & 1u);
+        }
+        rank[size_t(j)] = ~reversed;
+    }
+    return rank;
+}
+
+// RANDOM's rank: a seeded hash of the stream index (splitmix64's finaliser), so the kept rows are a uniform
+// random sample of every row fed, whichever were fed when.
+std::vector<uint64_t> random_ranks(const selection_input & in, uint32_t seed) {
+    std::vector<uint64_t> rank(size_t(in.n));
+    for (int32_t j = 0; j < in.n; ++j) {
+        uint64_t z = (uint64_t(seed) << 32 | stream_index(in, j)) + 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        rank[size_t(j)] = z ^ (z >> 31);
+    }
+    return rank;
+}
+
 } // namespace
 
-std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in, std::mt19937_64 & rng) {
+std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in) {
     std::vector<int32_t> kept, audio, visual, media;
     for (int32_t j = 0; j < in.n; ++j) {
         switch (in.mod[j]) {
@@ -115,20 +148,11 @@ std::vector<int32_t> select_rows(const om_memory_params & p, const selection_inp
             kept.insert(kept.end(), media.end() - (k - sink), media.end());
             break;
         }
-        case OM_POLICY_UNIFORM: {
-            const int64_t m = int64_t(media.size());
-            for (int64_t i = 0; i < k; ++i) {
-                kept.push_back(media[size_t((2 * i + 1) * m / (2 * k))]);  // the middle of each of k equal spans
-            }
+        case OM_POLICY_UNIFORM:
+            keep_top(media, spread_ranks(in), k, kept);
             break;
-        }
         case OM_POLICY_RANDOM:
-            // a partial Fisher-Yates shuffle: the first k are a uniform sample without replacement
-            for (int64_t i = 0; i < k; ++i) {
-                std::uniform_int_distribution<int64_t> pick(i, int64_t(media.size()) - 1);
-                std::swap(media[size_t(i)], media[size_t(pick(rng))]);
-            }
-            kept.insert(kept.end(), media.begin(), media.begin() + k);
+            keep_top(media, random_ranks(in, p.seed), k, kept);
             break;
     }
     std::sort(kept.begin(), kept.end());

@@ -6,13 +6,18 @@
 // with its sequence neighbours (a missing neighbour counts as 1) and a_j is the attention it received. The
 // other policies keep budget_audio + budget_visual media rows of either modality. Ties in a score go to the
 // earlier row.
+//
+// UNIFORM and RANDOM rank each row by a number fixed by its index in the stream alone, so what a stream keeps
+// after any number of compactions is what one selection over every row it was fed would keep: the whole
+// stream stays covered, evenly (UNIFORM) or as a uniform random sample (RANDOM). Choosing afresh among the
+// rows still held at each compaction would thin the old rows out again every time, leaving mostly the
+// latest minute of a long stream.
 #pragma once
 
 #include "memory/kv-cache.h"
 #include "omnimem.h"
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 namespace om {
@@ -22,6 +27,7 @@ struct selection_input {
     int32_t          n = 0;
     const float *    importance = nullptr;     // [n] attention received (running average); for policies that need it
     const float *    adjacent_cos = nullptr;   // [n - 1] cos(row j, row j + 1), or NULL: all alike (cos 1)
+    const int32_t *  seq = nullptr;            // [n] each row's index in the stream, or NULL: 0 .. n - 1
     int32_t          budget_audio = 0;
     int32_t          budget_visual = 0;
 };
@@ -39,8 +45,8 @@ bool over_budget(const om_memory_params & p, int64_t n_audio, int64_t n_visual, 
 // The perturbation-aware scores p_j of all n rows.
 std::vector<float> perturbation_scores(const selection_input & in, float lambda);
 
-// The rows to keep, ascending. rng drives the RANDOM policy.
-std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in, std::mt19937_64 & rng);
+// The rows to keep, ascending.
+std::vector<int32_t> select_rows(const om_memory_params & p, const selection_input & in);
 
 // Checks a policy's parameters (name in messages).
 void check_memory_params(const om_memory_params & p);

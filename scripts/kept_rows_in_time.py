@@ -1,0 +1,92 @@
+"""Where in an AV-Recall stream a bounded memory's rows come from: by tenth of the stream, and how many of
+the rows that show an event it keeps.
+
+The benchmark reports what each cell answers; this script shows what each cell holds at the end of the
+stream. For each cell it prints the share of its media rows that come from each tenth of the stream
+(mean over the decoder layers; a memory spread evenly has 10 % in each), and the share it keeps of three
+kinds of row: every media row, the frames of the two seconds after each visual event (an object
+appears, disappears, changes colour or moves: what the visual questions are about), and the audio rows
+inside a sound. Rows are told apart with a full memory fed the same chunks.
+
+    python scripts/kept_rows_in_time.py --minutes 20 --budgets 4096 --policies attention-topk,omnimem,uniform
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import omnimem_cpp as om
+from omnimem_cpp.avrecall import MODEL, PROJECTOR
+from omnimem_cpp.avrecall.bench import FULL, fed_cells, parse_policy, shares_kept, sound_rows, study_parser, study_stream
+from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
+from omnimem_cpp.memory import MODALITIES
+
+TENTHS = 10
+EVENT_SECONDS = 2.0     # a visual event shows in the frames of this long after it
+
+
+def media_seconds(rows: np.ndarray) -> np.ndarray:
+    """Each media row's time in the stream, in seconds: M-RoPE's temporal position runs at the audio tower's
+    25 rows a second for both modalities, from the first media row."""
+    media = rows["modality"] != MODALITIES["text"]
+    t = rows["pos"][:, 0].astype(float)
+    return (t - t[media].min()) / AUDIO_TOKENS_PER_SECOND
+
+
+def event_frames(rows: np.ndarray, timeline) -> np.ndarray:
+    """The tokens of the visual rows (of a memory that keeps every row) that show a visual event."""
+    seconds = media_seconds(rows)
+    visual = rows["modality"] == MODALITIES["visual"]
+    showing = np.zeros(len(rows), bool)
+    for e in timeline.visual_events():
+        showing |= (seconds >= e.time) & (seconds < e.time + EVENT_SECONDS)
+    return rows["token"][visual & showing]
+
+
+def share_by_tenth(stream, first_position: int, seconds_long: float) -> np.ndarray:
+    """The share of the stream's kept media rows in each tenth of the stream, mean over its layers
+    (``first_position``: the first media row's temporal position)."""
+    shares = []
+    for layer in range(stream.model.info.n_layer):
+        rows = stream.layer_rows(layer)
+        media = rows["modality"] != MODALITIES["text"]
+        seconds = (rows["pos"][media, 0] - first_position) / AUDIO_TOKENS_PER_SECOND
+        shares.append(np.bincount(np.minimum((seconds / seconds_long * TENTHS).astype(int), TENTHS - 1),
+                                  minlength=TENTHS) / max(1, media.sum()))
+    return np.mean(shares, axis=0)
+
+
+def main(argv=None) -> int:
+    parser = study_parser(__doc__, "4096", "omnimem,omnimem-nosplit,attention-topk,uniform,sink-window",
+                          "policy specs as `omnimem bench avrecall --policies` takes them")
+    args = parser.parse_args(argv)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    specs = [parse_policy(p) for p in args.policies.split(",")]
+
+    av = study_stream(args)
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
+            fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
+        full_rows = cells[FULL].layer_rows(0)
+        media = full_rows["token"][full_rows["modality"] != MODALITIES["text"]]
+        frames = event_frames(full_rows, av.timeline)
+        _, sounds = sound_rows(full_rows, av.timeline)
+        print(f"{av.config.seconds / 60:g} min, seed {av.config.seed}: {len(media)} media rows, {len(frames)} "
+              f"of them frames showing a visual event, {len(sounds)} inside a sound")
+        tenth_header = "".join(f"{k + 1:>5}" for k in range(TENTHS))
+        print(f"{'policy':<24}{'budget':>7}{'kept':>7}{'events':>8}{'sounds':>8}   rows by tenth of the stream:"
+              f"{tenth_header}")
+        first_position = full_rows["pos"][full_rows["modality"] != MODALITIES["text"], 0].min()
+        for (name, budget), s in cells.items():
+            if budget is None:
+                continue
+            kept = shares_kept(s, media, frames, sounds)
+            by_tenth = share_by_tenth(s, first_position, av.config.seconds)
+            print(f"{name:<24}{budget:>7}" + "".join(f"{v:>{w}.1%}" for v, w in zip(kept, (7, 8, 8)))
+                  + " " * 31 + "".join(f"{v:>5.0%}" for v in by_tenth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,10 @@ promises."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,14 @@ from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, 
 from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
                                         parse_policy, run_benchmark, sound_rows, summarise)
 from omnimem_cpp.stream import ROW_DTYPE
+
+
+def script(name: str):
+    """A module of the repository's scripts/ folder."""
+    folder = str(pathlib.Path(__file__).resolve().parents[1] / "scripts")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 # a benchmark seed (training used others), one minute long; its questions and their answers follow from the
 # generator, which tests/test_avrecall_data.py checks against the event list
@@ -294,11 +305,7 @@ def test_sound_rows_split_into_edges_and_inner_rows():
     """scripts/sound_rows_kept.py: each one-second sound's 25 audio rows are 4 edge rows (its first and last,
     and the two either side of the switch between its tones) and 21 inner ones; every other audio row is
     background, and video rows are none of them."""
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-    import sound_rows_kept
+    sound_rows_kept = script("sound_rows_kept")
 
     config = AVRecallConfig(seconds=SECONDS, seed=0, n_questions=0)
     timeline = AVRecallStream(config).timeline
@@ -315,14 +322,25 @@ def test_sound_rows_split_into_edges_and_inner_rows():
     assert set(kinds["edge"]) == {n_video + s + k for s in starts for k in (0, 11, 12, 24)}
 
 
+def test_kept_rows_in_time_tells_a_window_from_a_spread(capsys):
+    """scripts/kept_rows_in_time.py: `sink-window` holds nothing of the stream's middle tenths and `uniform`
+    something of every tenth; both keep every row of a sound the final, uncompacted chunk holds at most."""
+    kept_rows_in_time = script("kept_rows_in_time")
+    assert kept_rows_in_time.main(["--minutes", "0.5", "--budgets", "64", "--policies", "sink-window,uniform",
+                                   "--threads", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {line.split()[0]: [float(v.rstrip("%")) for v in line.split()[2:]] for line in lines[-2:]}
+    kept_media, tenths = rows["uniform"][0], rows["uniform"][3:]
+    assert len(tenths) == 10 and sum(tenths) == pytest.approx(100, abs=5)      # each rounded to 1 %
+    assert all(t > 0 for t in tenths)
+    assert all(t == 0 for t in rows["sink-window"][3 + 1:3 + 8])       # its first rows, then the latest ones
+    assert 0 < kept_media < 100 and rows["sink-window"][0] == kept_media
+
+
 def test_score_queries_agreement_script_measures_the_kept_rows(capsys):
     """scripts/score_queries_agreement.py: a memory measured from at least as many queries as a chunk has is
     the exact one (100 %), while one measured from a single query each chunk keeps other rows."""
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-    import score_queries_agreement
+    score_queries_agreement = script("score_queries_agreement")
 
     assert score_queries_agreement.main(["--minutes", "0.3", "--budgets", "96", "--policies", "attention-topk",
                                          "--score-queries", "1,100000", "--threads", "2"]) == 0
@@ -333,11 +351,7 @@ def test_score_queries_agreement_script_measures_the_kept_rows(capsys):
 
 @pytest.fixture(scope="module")
 def far_positions():
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-    import far_positions
+    far_positions = script("far_positions")
 
     return far_positions
 
@@ -393,11 +407,7 @@ def test_far_positions_at_gap_zero_answers_as_the_benchmark_stream(far_positions
 def test_yes_no_separation_reads_the_margin_of_each_answer(capsys):
     """scripts/yes_no_separation.py: its AUC is the share of (yes, no) pairs ordered right, ties half; on
     the shipped model, which hears sounds, the sound questions' margins order the truth."""
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
-    import yes_no_separation
+    yes_no_separation = script("yes_no_separation")
 
     assert yes_no_separation.auc(np.array([3.0, 1.0]), np.array([0.0, 2.0])) == 0.75
     assert yes_no_separation.auc(np.array([1.0]), np.array([1.0, 0.0])) == 0.75

@@ -17,9 +17,7 @@ import sys
 
 import numpy as np
 
-import omnimem_cpp as om
-from omnimem_cpp.avrecall import MODEL, PROJECTOR
-from omnimem_cpp.avrecall.bench import FULL, fed_cells, parse_policy, shares_kept, sound_rows, study_parser, study_stream
+from omnimem_cpp.avrecall.bench import FULL, shares_kept, sound_rows, study_cells, study_parser
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 from omnimem_cpp.memory import MODALITIES
 
@@ -62,12 +60,7 @@ def main(argv=None) -> int:
     parser = study_parser(__doc__, "4096", "omnimem,omnimem-nosplit,attention-topk,uniform,sink-window",
                           "policy specs as `omnimem bench avrecall --policies` takes them")
     args = parser.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    specs = [parse_policy(p) for p in args.policies.split(",")]
-
-    av = study_stream(args)
-    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
-            fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
+    with study_cells(args) as (av, cells):
         full_rows = cells[FULL].layer_rows(0)
         media = full_rows["token"][full_rows["modality"] != MODALITIES["text"]]
         frames = event_frames(full_rows, av.timeline)

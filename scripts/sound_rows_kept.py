@@ -18,9 +18,7 @@ import sys
 
 import numpy as np
 
-import omnimem_cpp as om
-from omnimem_cpp.avrecall import MODEL, PROJECTOR
-from omnimem_cpp.avrecall.bench import FULL, audio_rows, fed_cells, parse_policy, shares_kept, study_parser, study_stream
+from omnimem_cpp.avrecall.bench import FULL, audio_rows, shares_kept, study_cells, study_parser
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 
 
@@ -44,12 +42,7 @@ def main(argv=None) -> int:
                           "policy specs as `omnimem bench avrecall --policies` takes them")
     parser.add_argument("--edge", type=int, default=1, help="rows on each side of a change that count as its edge")
     args = parser.parse_args(argv)
-    budgets = [int(b) for b in args.budgets.split(",")]
-    specs = [parse_policy(p) for p in args.policies.split(",")]
-
-    av = study_stream(args)
-    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
-            fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
+    with study_cells(args) as (av, cells):
         kinds = audio_row_kinds(cells[FULL].layer_rows(0), av.timeline, args.edge)
         print(f"audio rows: {', '.join(f'{len(t)} {k}' for k, t in kinds.items())} "
               f"(edge: within {args.edge} rows of a change of tone)")

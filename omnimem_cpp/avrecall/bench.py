@@ -151,6 +151,20 @@ def study_stream(args: argparse.Namespace) -> AVRecallStream:
     return AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
 
 
+@contextlib.contextmanager
+def study_cells(args: argparse.Namespace):
+    """The stream a :func:`study_parser` picked, fed through the shipped model to a full memory and to every
+    policy at every budget it names: yields ``(stream, cells)``, the cells as :func:`fed_cells` gives them."""
+    from ..model import Model
+
+    budgets = [int(b) for b in args.budgets.split(",")]
+    specs = [parse_policy(p) for p in args.policies.split(",")]
+    av = study_stream(args)
+    with Model(MODEL, mmproj=PROJECTOR, n_threads=args.threads, encoder_cache=1) as model, \
+            fed_cells(model, av, [(spec, b) for spec in specs for b in budgets]) as cells:
+        yield av, cells
+
+
 def audio_rows(rows: np.ndarray) -> tuple:
     """The audio rows among ``rows`` (:meth:`Stream.layer_rows` of a memory that keeps every row), and each
     one's index from the first audio row: the audio tower's 25 rows a second are also the M-RoPE temporal

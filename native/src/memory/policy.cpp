@@ -86,7 +86,7 @@ uint32_t stream_index(const selection_input & in, int32_t j) {
     return uint32_t(in.seq != nullptr ? in.seq[j] : j);
 }
 
-// UNIFORM's rank: the stream index with its bits reversed (the van der Corput sequence), highest first. The
+// UNIFORM's rank: the complement of the stream index with its bits reversed (the van der Corput sequence). The
 // rows kept are then every 2^m-th row of the stream, for the smallest m that fits, plus an evenly spread share
 // of the rows halfway between, so no gap between kept rows exceeds twice the stream's rows over the budget.
 std::vector<uint32_t> spread_ranks(const selection_input & in) {

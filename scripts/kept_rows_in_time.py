@@ -25,17 +25,15 @@ TENTHS = 10
 EVENT_SECONDS = 2.0     # a visual event shows in the frames of this long after it
 
 
-def media_seconds(rows: np.ndarray) -> np.ndarray:
-    """Each media row's time in the stream, in seconds: M-RoPE's temporal position runs at the audio tower's
-    25 rows a second for both modalities, from the first media row."""
-    media = rows["modality"] != MODALITIES["text"]
-    t = rows["pos"][:, 0].astype(float)
-    return (t - t[media].min()) / AUDIO_TOKENS_PER_SECOND
+def seconds_in(rows: np.ndarray, first_position: int) -> np.ndarray:
+    """Each row's time in the stream, in seconds: M-RoPE's temporal position runs at the audio tower's 25 rows
+    a second for both modalities, from ``first_position``, the first media row's."""
+    return (rows["pos"][:, 0] - first_position) / AUDIO_TOKENS_PER_SECOND
 
 
-def event_frames(rows: np.ndarray, timeline) -> np.ndarray:
+def event_frames(rows: np.ndarray, first_position: int, timeline) -> np.ndarray:
     """The tokens of the visual rows (of a memory that keeps every row) that show a visual event."""
-    seconds = media_seconds(rows)
+    seconds = seconds_in(rows, first_position)
     visual = rows["modality"] == MODALITIES["visual"]
     showing = np.zeros(len(rows), bool)
     for e in timeline.visual_events():
@@ -50,7 +48,7 @@ def share_by_tenth(stream, first_position: int, seconds_long: float) -> np.ndarr
     for layer in range(stream.model.info.n_layer):
         rows = stream.layer_rows(layer)
         media = rows["modality"] != MODALITIES["text"]
-        seconds = (rows["pos"][media, 0] - first_position) / AUDIO_TOKENS_PER_SECOND
+        seconds = seconds_in(rows[media], first_position)
         shares.append(np.bincount(np.minimum((seconds / seconds_long * TENTHS).astype(int), TENTHS - 1),
                                   minlength=TENTHS) / max(1, media.sum()))
     return np.mean(shares, axis=0)
@@ -62,15 +60,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with study_cells(args) as (av, cells):
         full_rows = cells[FULL].layer_rows(0)
-        media = full_rows["token"][full_rows["modality"] != MODALITIES["text"]]
-        frames = event_frames(full_rows, av.timeline)
+        is_media = full_rows["modality"] != MODALITIES["text"]
+        media, first_position = full_rows["token"][is_media], full_rows["pos"][is_media, 0].min()
+        frames = event_frames(full_rows, first_position, av.timeline)
         _, sounds = sound_rows(full_rows, av.timeline)
         print(f"{av.config.seconds / 60:g} min, seed {av.config.seed}: {len(media)} media rows, {len(frames)} "
               f"of them frames showing a visual event, {len(sounds)} inside a sound")
         tenth_header = "".join(f"{k + 1:>5}" for k in range(TENTHS))
         print(f"{'policy':<24}{'budget':>7}{'kept':>7}{'events':>8}{'sounds':>8}   rows by tenth of the stream:"
               f"{tenth_header}")
-        first_position = full_rows["pos"][full_rows["modality"] != MODALITIES["text"], 0].min()
         for (name, budget), s in cells.items():
             if budget is None:
                 continue

@@ -324,7 +324,7 @@ def test_sound_rows_split_into_edges_and_inner_rows():
 
 def test_kept_rows_in_time_tells_a_window_from_a_spread(capsys):
     """scripts/kept_rows_in_time.py: `sink-window` holds nothing of the stream's middle tenths and `uniform`
-    something of every tenth; both keep every row of a sound the final, uncompacted chunk holds at most."""
+    something of every tenth; both hold the same share of the stream's media rows."""
     kept_rows_in_time = script("kept_rows_in_time")
     assert kept_rows_in_time.main(["--minutes", "0.5", "--budgets", "64", "--policies", "sink-window,uniform",
                                    "--threads", "2"]) == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import math
 import pathlib
 import sys
 
@@ -16,7 +17,8 @@ import pytest
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, normalise_answer
 from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
-                                        parse_policy, run_benchmark, sound_rows, summarise)
+                                        parse_policy, run_benchmark, sign_test, sound_rows,
+                                        summarise)
 from omnimem_cpp.stream import ROW_DTYPE
 
 
@@ -99,6 +101,7 @@ def test_summary_rows_count_right_answers():
                             audio_rows_kept=0.75)]               # a stream without sounds: no share of them
     rows = {r["question_type"]: r for r in summarise(results)}
     assert rows["all"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4) and rows["all"]["n"] == 3
+    assert rows["all"]["correct"] == "101" and rows["visual"]["correct"] == "0"     # streams in order, as asked
     assert rows["audio"]["accuracy"] == 1.0 and rows["visual"]["accuracy"] == 0.0
     assert rows["all"]["kv_bytes"] == 2000 and set(rows) == {"all", "audio", "visual", "sound_played",
                                                              "appear_colour", "sound_count"}
@@ -123,6 +126,32 @@ def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tok
     assert not found[256]["margin_met"] and not found[256]["audio_met"]
     assert found[1024]["margin_met"] and "audio_met" not in found[1024]
     assert "random 68%" in format_claims(claims(rows))
+    assert "margin_p_value" not in found[256] and "p =" not in format_claims(claims(rows))   # no answers given
+
+
+# two-sided exact sign test by hand: P(X <= k) * 2 for X ~ Binomial(n, 1/2), at most 1
+@pytest.mark.parametrize("wins, losses, p_value", [(8, 1, 2 * (1 + 9) / 2 ** 9), (1, 8, 2 * (1 + 9) / 2 ** 9),
+                                                   (10, 0, 2 / 2 ** 10), (3, 3, 1.0), (0, 0, 1.0),
+                                                   (14, 7, 2 * sum(math.comb(21, i) for i in range(8)) / 2 ** 21)])
+def test_sign_test_is_the_two_sided_binomial_tail(wins, losses, p_value):
+    assert sign_test(wins, losses) == pytest.approx(p_value)
+
+
+def test_claims_count_the_questions_only_one_side_got_right():
+    def row(policy, accuracy_of, question_type="all"):
+        return dict(policy=policy, budget=256, minutes=20.0, question_type=question_type, kv_bytes=0,
+                    accuracy=accuracy_of.count("1") / len(accuracy_of), n=len(accuracy_of), correct=accuracy_of)
+
+    rows = [row("omnimem", "1111111100"), row("uniform", "0000001111"), row("random", "0011110000"),
+            row("omnimem", "110", "audio"), row("omnimem-nosplit", "011", "audio")]
+    found = claims(rows)[0]
+    assert found["best_baseline"] == "uniform"           # 40 % ties random's 40 %; the later name wins the tie
+    # against uniform: omnimem alone right on questions 1-6, uniform alone on 9-10
+    assert (found["only_omnimem_right"], found["only_baseline_right"]) == (6, 2)
+    assert found["margin_p_value"] == pytest.approx(sign_test(6, 2), abs=1e-4)
+    assert (found["audio_only_omnimem_right"], found["audio_only_nosplit_right"]) == (1, 1)
+    assert found["audio_p_value"] == 1.0
+    assert "+40 pts (yes; 6 to 2, p = 0.29)" in format_claims([found])
 
 
 def test_a_report_of_a_run_stopped_midway_says_which_streams_it_holds(tmp_path, monkeypatch):

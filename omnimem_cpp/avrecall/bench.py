@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import pathlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -328,10 +329,12 @@ def _mean(values) -> Optional[float]:
 
 
 def summarise(results: list) -> list:
-    """Accuracy rows ``{policy, budget, minutes, question_type, accuracy, kv_bytes, n, sound_rows_kept,
-    audio_rows_kept}``: per family, per kind and ``"all"``, over every stream of a cell. kv_bytes and the
-    shares of the sounds' audio rows and of all audio rows that the memory kept at the end are the cell's,
-    means over its streams."""
+    """Accuracy rows ``{policy, budget, minutes, question_type, accuracy, kv_bytes, n, correct,
+    sound_rows_kept, audio_rows_kept}``: per family, per kind and ``"all"``, over every stream of a cell.
+    ``correct`` is one character per question, "1" right and "0" wrong, streams in the order run and each
+    stream's questions as asked, so two cells' strings line up question by question (:func:`sign_test`).
+    kv_bytes and the shares of the sounds' audio rows and of all audio rows that the memory kept at the end
+    are the cell's, means over its streams."""
     groups: dict = {}
     for r in results:
         groups.setdefault((r.policy, r.budget, r.minutes), []).append(r)
@@ -345,9 +348,10 @@ def summarise(results: list) -> list:
         for t in types:
             picked = [a for a in answers if t in (ALL, a[0], a[1])]
             if picked:
+                correct = "".join("1" if a[2] == a[3] else "0" for a in picked)
                 rows.append(dict(policy=policy, budget=budget, minutes=minutes, question_type=t,
-                                 accuracy=round(sum(a[2] == a[3] for a in picked) / len(picked), 4),
-                                 kv_bytes=kv_bytes, n=len(picked), **kept))
+                                 accuracy=round(correct.count("1") / len(picked), 4),
+                                 kv_bytes=kv_bytes, n=len(picked), correct=correct, **kept))
     return rows
 
 
@@ -378,20 +382,47 @@ def run_benchmark(settings: BenchSettings, progress: bool = True,
 BASELINES = ("sink-window", "attention-topk", "uniform", "random")
 CLAIM_MARGIN = 0.03          # OmniMem's margin over the best baseline in the paper
 CLAIM_SHARE = 0.10           # at budgets holding at most this share of the stream's tokens
+# a claim row's keys for each paired comparison: questions only omnimem got right, only the other side, p-value
+PAIRED_KEYS = {"margin": ("only_omnimem_right", "only_baseline_right", "margin_p_value"),
+               "audio": ("audio_only_omnimem_right", "audio_only_nosplit_right", "audio_p_value")}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """The two-sided exact sign test on paired answers (McNemar's exact test): ``wins`` questions only the
+    first cell got right, ``losses`` only the second. It is the chance of a split at least this uneven if
+    each of those questions were equally likely to go either way; the questions both got right or both got
+    wrong say nothing about which is better."""
+    n = wins + losses
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def _paired(first: Optional[dict], second: Optional[dict]) -> Optional[tuple]:
+    """(questions only ``first`` got right, questions only ``second`` got right, the sign test's p-value) for
+    two summary rows over the same questions; None when either lacks its per-question answers."""
+    a, b = (first or {}).get("correct"), (second or {}).get("correct")
+    if not a or not b or len(a) != len(b):
+        return None
+    wins, losses = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
+    return wins, losses, round(sign_test(wins, losses), 4)
 
 
 def claims(rows: list) -> list:
     """The paper's two claims at the longest stream length, one row per budget that holds at most
     CLAIM_SHARE of that stream's media tokens per layer: ``omnimem`` against the best baseline on all
     questions (met when ahead by CLAIM_MARGIN or more), and against ``omnimem-nosplit`` on the audio ones
-    (met when not behind). Budgets or policies the rows do not have are left out."""
+    (met when not behind). Where the rows carry their per-question answers, each comparison also says how
+    many questions only one side got right and how likely so uneven a split is by chance (:func:`sign_test`;
+    with a few streams, a margin of several points can be noise). Budgets or policies the rows do not have
+    are left out."""
     overall = [r for r in rows if r["budget"] is not None]
     if not overall:
         return []
     minutes = max(r["minutes"] for r in overall)
     cfg = AVRecallConfig(seconds=60.0 * minutes)
     tokens = cfg.media_tokens
-    acc = {(r["policy"], r["budget"], r["question_type"]): r["accuracy"] for r in overall if r["minutes"] == minutes}
+    cell = {(r["policy"], r["budget"], r["question_type"]): r for r in overall if r["minutes"] == minutes}
+    acc = {key: r["accuracy"] for key, r in cell.items()}
     out = []
     for budget in sorted({b for _, b, _ in acc}):
         omnimem = acc.get(("omnimem", budget, ALL))
@@ -403,23 +434,36 @@ def claims(rows: list) -> list:
                    best_baseline=best, best_baseline_accuracy=baselines[best],
                    margin=round(omnimem - baselines[best], 4),
                    margin_met=omnimem - baselines[best] >= CLAIM_MARGIN - 1e-9)
+        if paired := _paired(cell[("omnimem", budget, ALL)], cell[(best, budget, ALL)]):
+            row.update(zip(PAIRED_KEYS["margin"], paired))
         audio, nosplit = acc.get(("omnimem", budget, "audio")), acc.get(("omnimem-nosplit", budget, "audio"))
         if audio is not None and nosplit is not None:
             row.update(omnimem_audio=audio, nosplit_audio=nosplit, audio_met=audio >= nosplit)
+            if paired := _paired(cell[("omnimem", budget, "audio")], cell[("omnimem-nosplit", budget, "audio")]):
+                row.update(zip(PAIRED_KEYS["audio"], paired))
         out.append(row)
     return out
 
 
+def _split(claim: dict, comparison: str) -> str:
+    """``; 9 to 4, p = 0.27``: the questions only omnimem and only the other side got right, and the sign
+    test's p-value, where the claim has them (``comparison``: a key of PAIRED_KEYS)."""
+    only_omnimem, only_other, p_value = PAIRED_KEYS[comparison]
+    return f"; {claim[only_omnimem]} to {claim[only_other]}, p = {claim[p_value]:.2g}" if p_value in claim else ""
+
+
 def format_claims(found: list) -> str:
     """Rows of :func:`claims` as a markdown table."""
-    lines = ["| minutes | budget (share of tokens) | omnimem | best baseline | margin (≥ +3 pts?) | "
-             "omnimem / nosplit on audio (≥?) |", "|---|---|---|---|---|---|"]
+    lines = ["| minutes | budget (share of tokens) | omnimem | best baseline | margin (≥ +3 pts?; questions "
+             "only omnimem / only the baseline got right, sign test) | omnimem / nosplit on audio (≥?) |",
+             "|---|---|---|---|---|---|"]
     for c in found:
-        audio = (f"{c['omnimem_audio']:.0%} / {c['nosplit_audio']:.0%} ({'yes' if c['audio_met'] else 'no'})"
-                 if "audio_met" in c else "–")
+        audio = (f"{c['omnimem_audio']:.0%} / {c['nosplit_audio']:.0%} ({'yes' if c['audio_met'] else 'no'}"
+                 f"{_split(c, 'audio')})" if "audio_met" in c else "–")
         lines.append(f"| {c['minutes']:g} | {c['budget']} ({c['share']:.1%}) | {c['omnimem']:.0%} | "
                      f"{c['best_baseline']} {c['best_baseline_accuracy']:.0%} | "
-                     f"{c['margin'] * 100:+.0f} pts ({'yes' if c['margin_met'] else 'no'}) | {audio} |")
+                     f"{c['margin'] * 100:+.0f} pts ({'yes' if c['margin_met'] else 'no'}{_split(c, 'margin')}) | "
+                     f"{audio} |")
     return "\n".join(lines)
 
 

@@ -17,11 +17,10 @@ import sys
 
 import numpy as np
 
-from omnimem_cpp.avrecall.bench import FULL, shares_kept, sound_rows, study_cells, study_parser
+from omnimem_cpp.avrecall.bench import FULL, TENTHS, shares_kept, sound_rows, study_cells, study_parser
 from omnimem_cpp.avrecall.config import AUDIO_TOKENS_PER_SECOND
 from omnimem_cpp.memory import MODALITIES
 
-TENTHS = 10
 EVENT_SECONDS = 2.0     # a visual event shows in the frames of this long after it
 
 

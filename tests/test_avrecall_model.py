@@ -187,6 +187,35 @@ def test_a_report_says_how_many_cells_earlier_runs_measured(tmp_path, monkeypatc
     assert (report["cells_from_cache"], report["cells_run"]) == (3, 1)
 
 
+def test_the_report_says_where_the_questions_evidence_ends(tmp_path, monkeypatch):
+    """Per length, the share of the run's questions by the tenth of the stream their last needed event falls
+    in: every count and every question about what never happened needs the stream to its end, and a
+    question about a first appearance needs the stream up to that appearance, as the timeline has it."""
+    from omnimem_cpp.avrecall import bench
+
+    monkeypatch.setattr(bench, "plot", lambda rows, out_dir: [])
+    settings = BenchSettings(minutes=(1, 20), budgets=(256,), policies=("omnimem",), seeds=2, questions=24)
+    rows = [dict(policy="full", budget=None, minutes=m, question_type="all", accuracy=0.5, kv_bytes=0, n=20)
+            for m in (1.0, 20.0)]
+    bench.write_report(rows, settings, "omnimem bench avrecall", tmp_path, 60.0)
+    shares = {e["minutes"]: e["shares"] for e in json.loads((tmp_path / "avrecall-results.json").read_text())
+              ["evidence_by_tenth"]}
+    for minutes in (1, 20):
+        asked = [(cfg, q) for cfg in bench.stream_configs(minutes, 2, 24) for q in AVRecallStream(cfg).questions]
+        to_the_end = [q for _, q in asked if q.kind == "sound_count" or q.answer == "no"]
+        first_seen = {}
+        for cfg, q in asked:
+            if q.kind == "appear_colour":        # its tenth, from the object's first appearance
+                appear = min(e.time for e in AVRecallStream(cfg).timeline.visual_events()
+                             if e.kind == "appear" and e.object == q.params["object"])
+                first_seen[q.text, cfg.seed] = min(int(appear / cfg.seconds * 10), 9)
+        assert len(shares[minutes]) == 10 and sum(shares[minutes]) == pytest.approx(1, abs=1e-3)
+        assert shares[minutes][9] >= len(to_the_end) / len(asked) - 1e-3
+        for tenth in set(first_seen.values()):
+            assert shares[minutes][tenth] > 0
+    assert "Where the questions' evidence ends" in (tmp_path / "avrecall-results.md").read_text()
+
+
 @pytest.mark.parametrize("policies", [(), ("omnimem", "uniform")])
 def test_the_report_plots_what_ran(tmp_path, policies):
     """Accuracy against length always (the full memory at least); against budget only when a bounded

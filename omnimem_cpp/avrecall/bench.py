@@ -215,6 +215,18 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
     return configs
 
 
+TENTHS = 10
+
+
+def evidence_by_tenth(configs: list) -> np.ndarray:
+    """The share of the streams' questions whose latest needed moment falls in each tenth of their stream: a
+    question's ``ask_after``, when the last event it is about has happened (the whole stream for a count, or
+    for something that never happened). The rows a memory must hold for a question lie up to there."""
+    tenth = [min(int(q.ask_after / cfg.seconds * TENTHS), TENTHS - 1)
+             for cfg in configs for q in AVRecallStream(cfg).questions]
+    return np.bincount(tenth, minlength=TENTHS) / max(1, len(tenth))
+
+
 FULL = ("full", None)
 
 
@@ -556,12 +568,15 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     ``cache``, the run's cell cache, says how many cells earlier runs measured (``seconds`` is this run's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     found = claims(rows)
+    evidence = {m: evidence_by_tenth(stream_configs(m, settings.seeds, settings.questions)) for m in settings.minutes}
     streams = streams or {m: settings.seeds for m in settings.minutes}
     complete = all(streams.get(m, 0) >= settings.seeds for m in settings.minutes)
     (out_dir / "avrecall-results.json").write_text(json.dumps(
         {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "complete": complete,
          "streams": [{"minutes": m, "streams": streams.get(m, 0)} for m in settings.minutes], "results": rows,
-         "claims": found, "cells_from_cache": cache.taken if cache else 0,
+         "claims": found, "evidence_by_tenth": [{"minutes": m, "shares": [round(float(v), 4) for v in shares]}
+                                                for m, shares in evidence.items()],
+         "cells_from_cache": cache.taken if cache else 0,
          "cells_run": cache.stored if cache else None}, indent=1))
     kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
     made = f"Made by `{command}` in {seconds / 60:.0f} min."
@@ -576,5 +591,9 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     if found:
         text += ["The paper's claims at the longest length (budgets of at most "
                  f"{CLAIM_SHARE:.0%} of its tokens; baselines: {', '.join(BASELINES)}):", "", format_claims(found), ""]
+    text += ["Where the questions' evidence ends, by tenth of the stream (the share of a length's questions whose "
+             "latest needed moment falls in each tenth; a memory must hold rows from up to there):", "",
+             "| minutes | " + " | ".join(str(k + 1) for k in range(TENTHS)) + " |", "|---|" + "---|" * TENTHS]
+    text += [f"| {m:g} | " + " | ".join(f"{v:.0%}" for v in shares) + " |" for m, shares in evidence.items()] + [""]
     (out_dir / "avrecall-results.md").write_text("\n".join(text))
     return [out_dir / "avrecall-results.json", out_dir / "avrecall-results.md"] + plot(rows, out_dir)

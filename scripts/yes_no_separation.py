@@ -22,7 +22,7 @@ from tqdm import tqdm
 import omnimem_cpp as om
 from omnimem_cpp import chat
 from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream, all_questions
-from omnimem_cpp.avrecall.bench import FULL, fed_cells
+from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells
 from omnimem_cpp.avrecall.questions import NO, YES
 
 YES_NO_KINDS = ("sound_played", "object_appeared")
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     rows = []
     with om.Model(args.model, mmproj=args.mmproj, n_threads=args.threads) as model:
         for seed in tqdm(range(args.seeds), desc="streams", unit="stream"):
-            rows += margins(model, AVRecallConfig(seconds=args.minutes * 60, seed=seed, n_questions=0), kinds)
+            rows += margins(model, benchmark_config(args.minutes, seed, 0), kinds)
     print(f"{args.seeds} streams of {args.minutes:g} min, full memory\n")
     print("| kind | questions | answer yes | larger logit right | AUC of logit(yes) - logit(no) |\n|---|---|---|---|---|")
     for kind in kinds:

@@ -181,6 +181,39 @@ def test_dense_streams_keep_their_sounds(rate, gap, cross_gap):
     assert np.mean(counts) / 2.0 >= min(rate, 60.0 / (gap + 1.0 + 2 * cross_gap)) / 2
 
 
+def test_objects_and_sounds_introduced_over_the_stream_spread_the_firsts_over_it():
+    """With ``introduce_over``, no object and no sound occurs before its introduction, the introductions
+    step evenly over that share of the stream, and the first appearances and first sounds (what most
+    questions are about) spread over it instead of crowding its first minutes; the answers still follow
+    from the events."""
+    firsts, firsts_before = [], []
+    for seed in range(3):
+        cfg = AVRecallConfig(seconds=1200.0, seed=seed, n_questions=48, introduce_over=0.8)
+        s = AVRecallStream(cfg)
+        introduced = s.timeline.introduced
+        for names in (cfg.objects, cfg.symbols):
+            steps = sorted(introduced[n] for n in names)
+            assert steps == pytest.approx([0.8 * 1200 * k / len(names) for k in range(len(names))])
+        for e in s.events:
+            assert e.time >= introduced[e.object if e.modality == "visual" else e.symbol]
+        events = json.loads(json.dumps([e.to_dict() for e in s.events]))
+        for q in all_questions(cfg, s.timeline):
+            assert q.answer == expected_answer(q.to_dict(), events)
+        first = {}
+        for e in s.events:
+            first.setdefault(e.object if e.modality == "visual" else e.symbol, e.time)
+        firsts += first.values()
+        before = Timeline(AVRecallConfig(seconds=1200.0, seed=seed, n_questions=0))
+        assert before.introduced == {}
+        first = {}
+        for e in before.events:
+            first.setdefault(e.object if e.modality == "visual" else e.symbol, e.time)
+        firsts_before += first.values()
+    assert np.median(firsts_before) < 180 and np.median(firsts) > 400     # half in 3 minutes; half after 6
+    with pytest.raises(ValueError, match="introduce_over"):
+        AVRecallConfig(introduce_over=1.5)
+
+
 @pytest.mark.parametrize("mix", [{"audio": 0.3, "visual": 0.4, "cross": 0.3},
                                  {"audio": 1.0, "visual": 0.0, "cross": 1.0},
                                  {"audio": 0.2, "visual": 0.2, "cross": 0.6}])

@@ -5,6 +5,7 @@ promises."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -301,6 +302,22 @@ def test_cells_of_a_policy_whose_selection_changed_are_run_again(tmp_path, monke
     monkeypatch.undo()
     after = bench.CellCache(tmp_path, MODEL, PROJECTOR)
     assert [after.get(config, cell) is not None for cell in cells] == [True, True, False, False]
+
+
+def test_long_benchmark_streams_introduce_their_objects_and_sounds_and_short_ones_keep_their_cells(tmp_path):
+    """Streams of LONG_STREAM_MINUTES or more introduce what occurs over most of their length; shorter ones
+    are the streams of before, and the cell cache finds the cells measured before the field existed."""
+    from omnimem_cpp.avrecall import bench
+
+    short, long = bench.stream_configs(5, 1, 9)[0], bench.stream_configs(bench.LONG_STREAM_MINUTES, 1, 9)[0]
+    assert short.introduce_over == 0 and long.introduce_over == bench.LONG_STREAM_INTRODUCE_OVER
+    cache = bench.CellCache(tmp_path, MODEL, PROJECTOR)
+    cache.put(short, bench.StreamResult("omnimem", 64, 5.0, short.seed, 1024))
+    # the key of before: the config without the field
+    stream = {k: v for k, v in dataclasses.asdict(short).items() if k != "introduce_over"}
+    key = json.dumps([cache.VERSION, cache.files, stream, ["omnimem", 64]], sort_keys=True)
+    assert (tmp_path / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json").exists()
+    assert cache.get(dataclasses.replace(short, introduce_over=0.5), ("omnimem", 64)) is None
 
 
 def test_a_policy_spec_carries_its_settings_into_the_stream():

@@ -149,7 +149,7 @@ def study_parser(doc: str, budgets: str, policies: str, policies_help: str) -> a
 
 def study_stream(args: argparse.Namespace) -> AVRecallStream:
     """The benchmark stream a :func:`study_parser` picked, without questions."""
-    return AVRecallStream(AVRecallConfig(seconds=args.minutes * 60, seed=args.seed, n_questions=0))
+    return AVRecallStream(benchmark_config(args.minutes, args.seed, 0))
 
 
 @contextlib.contextmanager
@@ -195,6 +195,19 @@ def shares_kept(stream, *token_sets: np.ndarray) -> list:
             for tokens in token_sets]
 
 
+# Streams this long introduce their objects and sounds over most of their length: with six of each at three
+# events a minute, every first appearance and first sound would otherwise fall in a long stream's first minutes,
+# and with them the evidence of most questions (shorter streams spread it over their length as they are).
+LONG_STREAM_MINUTES = 10.0
+LONG_STREAM_INTRODUCE_OVER = 0.8
+
+
+def benchmark_config(minutes: float, seed: int, n_questions: int) -> AVRecallConfig:
+    """The benchmark's stream of this length and seed (see LONG_STREAM_MINUTES)."""
+    return AVRecallConfig(seconds=60.0 * minutes, seed=seed, n_questions=n_questions,
+                          introduce_over=LONG_STREAM_INTRODUCE_OVER if minutes >= LONG_STREAM_MINUTES else 0.0)
+
+
 def stream_configs(minutes: float, n: int, questions: int) -> list:
     """The first ``n`` seeds whose stream of this length can be asked at least MIN_QUESTIONS questions (or
     ``questions`` if fewer); each gets as many as it can up to ``questions`` (a one-minute stream has only a
@@ -204,7 +217,7 @@ def stream_configs(minutes: float, n: int, questions: int) -> list:
     configs, seed = [], 0
     while len(configs) < n:
         for n_questions in range(questions, min(questions, MIN_QUESTIONS) - 1, -1):
-            cfg = AVRecallConfig(seconds=60.0 * minutes, seed=seed, n_questions=n_questions)
+            cfg = benchmark_config(minutes, seed, n_questions)
             try:
                 AVRecallStream(cfg)
             except ValueError:
@@ -270,6 +283,8 @@ class CellCache:
     # a policy whose selection changed since VERSION: its cells are run again, the others' kept (1: uniform
     # and random rank rows over the whole stream)
     POLICY_REVISIONS = {"uniform": 1, "random": 1}
+    # config fields added since VERSION, left out of the key at these values, which give the streams of before
+    ADDED_CONFIG_FIELDS = {"introduce_over": 0.0}
 
     def __init__(self, folder: pathlib.Path, model: pathlib.Path, mmproj: pathlib.Path):
         self.folder = pathlib.Path(folder)
@@ -279,7 +294,9 @@ class CellCache:
 
     def _path(self, config: AVRecallConfig, cell: tuple) -> pathlib.Path:
         revision = self.POLICY_REVISIONS.get(parse_policy(cell[0]).policy, 0) if cell != FULL else 0
-        key = json.dumps([self.VERSION, self.files, dataclasses.asdict(config), list(cell)]
+        stream = {k: v for k, v in dataclasses.asdict(config).items()
+                  if k not in self.ADDED_CONFIG_FIELDS or v != self.ADDED_CONFIG_FIELDS[k]}
+        key = json.dumps([self.VERSION, self.files, stream, list(cell)]
                          + ([revision] if revision else []), sort_keys=True)
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 

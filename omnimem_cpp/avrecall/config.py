@@ -51,6 +51,10 @@ class AVRecallConfig:
         question_mix: the share of audio-only, visual-only and cross-modal questions (normalised;
             counts are rounded by largest remainder so they sum to ``n_questions``).
         max_count: the largest number a counting question may have as its answer.
+        introduce_over: the share of the stream over which the objects and the sounds are introduced, one
+            after another at even intervals in a seeded order (0: all of them from the start). On a long
+            stream every first appearance and first sound otherwise happens within its first minutes, and so
+            does the evidence of most questions; introduced over the stream, they are about any moment.
     """
 
     seconds: float = 1200.0
@@ -74,6 +78,7 @@ class AVRecallConfig:
     n_questions: int = 24
     question_mix: dict = field(default_factory=lambda: {"audio": 0.3, "visual": 0.4, "cross": 0.3})
     max_count: int = 9
+    introduce_over: float = 0.0
 
     def __post_init__(self) -> None:
         # JSON round trips give lists; tuples keep the config hashable-looking and immutable in spirit
@@ -89,6 +94,8 @@ class AVRecallConfig:
             raise ValueError("seconds, fps and chunk_seconds must be positive")
         if set(self.question_mix) - set(QUESTION_FAMILIES) or sum(self.question_mix.values()) <= 0:
             raise ValueError(f"question_mix takes positive shares of {QUESTION_FAMILIES}, got {self.question_mix}")
+        if not 0.0 <= self.introduce_over <= 1.0:
+            raise ValueError(f"introduce_over is a share of the stream, 0 to 1, got {self.introduce_over}")
         if len(self.slots) > len(self.objects):
             raise ValueError("need at least as many objects as slots")
 

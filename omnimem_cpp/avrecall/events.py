@@ -67,6 +67,8 @@ class Timeline:
     Attributes:
         events: visual and sound events in time order.
         scene_cuts: times at which the background changes (the first scene starts at 0).
+        introduced: object or symbol -> the time from which it may occur (``config.introduce_over``;
+            empty when everything may occur from the start).
     """
 
     def __init__(self, config: AVRecallConfig):
@@ -94,21 +96,37 @@ class Timeline:
                 t += 1.0
             if t < sound_stop:
                 kept.append(t)
+        self.introduced = self._introductions(config)
         building: dict = {}   # the scene as the visual events are drawn, so each change is valid
         events = [self._visual_event(rng, t, building) for t in visual_times]
         events = [e for e in events if e is not None]
-        events += [Event(t, "audio", "sound", symbol=str(rng.choice(config.symbols)),
+        events += [Event(t, "audio", "sound", symbol=str(rng.choice(self._available(config.symbols, t))),
                          duration=config.sound_seconds) for t in kept]
         self.events = sorted(events, key=lambda e: (e.time, e.modality))
         self.scene_cuts = [0.0] + _schedule(rng, 60.0 / config.scene_seconds, config.min_event_gap, 0.0,
                                             config.seconds)
         self._state_times, self._states = self._replay()
 
+    @staticmethod
+    def _introductions(config: AVRecallConfig) -> dict:
+        """Object or symbol -> the time from which it may occur: the objects in a seeded order at even steps
+        over ``introduce_over`` of the stream, the first at 0, and the symbols likewise."""
+        if config.introduce_over == 0:
+            return {}
+        rng = np.random.default_rng([config.seed, 5])     # its own stream: the event draws keep theirs
+        span = config.introduce_over * config.seconds
+        return {name: span * k / len(names) for names in (config.objects, config.symbols)
+                for k, name in enumerate(rng.permutation(names).tolist())}
+
+    def _available(self, names: tuple, t: float) -> list:
+        """The ones of ``names`` introduced by time ``t``."""
+        return [n for n in names if self.introduced.get(n, 0.0) <= t]
+
     def _visual_event(self, rng: np.random.Generator, t: float, state: dict) -> Optional[Event]:
         """Draws a change that is possible in ``state`` (shape -> (colour, slot)) and applies it."""
         cfg = self.config
         free_slots = [s for s in cfg.slots if s not in {slot for _, slot in state.values()}]
-        absent = [o for o in cfg.objects if o not in state]
+        absent = [o for o in self._available(cfg.objects, t) if o not in state]
         possible = {
             "appear": bool(free_slots and absent),
             "disappear": bool(state),

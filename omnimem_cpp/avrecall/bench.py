@@ -426,10 +426,10 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)
 
 
-def _paired(first: Optional[dict], second: Optional[dict]) -> Optional[tuple]:
+def _paired(first: dict, second: dict) -> Optional[tuple]:
     """(questions only ``first`` got right, questions only ``second`` got right, the sign test's p-value) for
     two summary rows over the same questions; None when either lacks its per-question answers."""
-    a, b = (first or {}).get("correct"), (second or {}).get("correct")
+    a, b = first.get("correct"), second.get("correct")
     if not a or not b or len(a) != len(b):
         return None
     wins, losses = sum(x > y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))

@@ -6,8 +6,14 @@ the modality's keys and D_m(l) = 1 - the mean cosine of adjacent tokens of the m
 E_all uses audio and visual keys together. Then
 
     b_m = E_m · sqrt(D_m),   b_all = E_all · sqrt((D_a + D_v) / 2)
-    B(l) = n_layer · B̄ · softmax_l(b_all / T)
+    B(l) = clip(c · softmax_l(b_all / T), B̄ / 2, 3 B̄ / 2),  c such that the B(l) sum to n_layer · B̄
     audio(l) = B(l) · b_a / (b_a + r · b_v),   visual(l) = B(l) - audio(l)
+
+The bounds are the reference allocation's: no layer gets less than half the average or more than 1.5 times
+it. Without them a model whose layers measure far apart (a small one: b_all differing by 1 over T = 0.2 is a
+factor e⁵) gives the whole budget to one layer and leaves the others no media at all. The reference clips
+each modality and lets the sum fall short of the budget; here what the bounds take from one layer goes to
+the others, so the table always holds the budget asked for.
 
 Example::
 
@@ -30,55 +36,71 @@ from .memory import Budget
 
 __all__ = ["allocate", "calibrate", "measure"]
 
+LAYER_BOUNDS = (0.5, 1.5)   # a layer's budget against the average, as the reference allocation clips it
 SKIP_CHUNKS = 5        # the reference skips each item's first chunks: a stream's start is not typical
 GROUPS = ("audio", "visual", "media")
 
 
-def measure(model, clips: Sequence[str | os.PathLike], *, skip_chunks: int = SKIP_CHUNKS,
-            max_seconds: float = 120.0, progress: bool = True) -> np.ndarray:
+def measure(model, clips: Sequence, *, skip_chunks: int = SKIP_CHUNKS, max_seconds: float = 120.0,
+            progress: bool = True) -> np.ndarray:
     """The signals of every layer, averaged over clips: ``[n_layer, 3, 2]`` with groups audio, visual, both
     and (entropy, redundancy); NaN for a modality no clip has. Each clip streams through a ``full`` stream,
-    at most ``max_seconds`` of it, measured from its chunk ``skip_chunks`` on (from the start when shorter)."""
-    from tqdm import tqdm
+    at most ``max_seconds`` of it, measured from its chunk ``skip_chunks`` on (from the start when shorter).
 
+    A clip is a media file or URL, or a source already open: anything with ``chunk_seconds`` and ``n_chunks``
+    (None when unknown) that iterates over chunks, as :func:`omnimem_cpp.media.open`'s reader and
+    :class:`omnimem_cpp.avrecall.AVRecallStream` do."""
     from . import media
 
     if not clips:
         raise InvalidArgumentError("calibration needs at least one clip")
-    n_layer = model.info.n_layer
     per_clip = []
     for clip in clips:
-        with media.open(clip) as reader:
-            n_chunks = math.ceil(max_seconds / reader.chunk_seconds)
-            if reader.n_chunks is not None:
-                n_chunks = min(n_chunks, reader.n_chunks)
-            skip = skip_chunks if n_chunks > skip_chunks else 0
-            with model.stream(n_ctx=model.info.n_ctx_train) as s:
-                bar = tqdm(total=n_chunks, unit="chunk", desc=f"calibrating on {os.fspath(clip)}", disable=not progress)
-                for i, chunk in enumerate(reader):
-                    if i == n_chunks:
-                        break
-                    if i == skip:
-                        check(lib.om_stream_calibrate(s.handle, True))
-                    s.feed(chunk)
-                    bar.update()
-                bar.close()
-                s.close_media()
-                out = np.empty(n_layer * 6, dtype=np.float32)
-                check(lib.om_stream_get_calibration(s.handle, ffi.from_buffer("float[]", out), out.size))
-                per_clip.append(out.reshape(n_layer, 3, 2))
+        if isinstance(clip, (str, os.PathLike)):
+            with media.open(clip) as reader:
+                per_clip.append(_measure_source(model, reader, _clip_name(clip), skip_chunks, max_seconds, progress))
+        else:
+            per_clip.append(_measure_source(model, clip, _clip_name(clip), skip_chunks, max_seconds, progress))
     with np.errstate(all="ignore"):
         stacked = np.stack(per_clip)
         counts = (~np.isnan(stacked)).sum(axis=0)
         return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
 
 
-def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2,
-             av_ratio: float = 5.0) -> list[tuple[int, int]]:
+def _measure_source(model, source, name: str, skip_chunks: int, max_seconds: float, progress: bool) -> np.ndarray:
+    """One clip's signals, ``[n_layer, 3, 2]`` (see :func:`measure`)."""
+    from tqdm import tqdm
+
+    n_chunks = math.ceil(max_seconds / source.chunk_seconds)
+    if source.n_chunks is not None:
+        n_chunks = min(n_chunks, source.n_chunks)
+    skip = skip_chunks if n_chunks > skip_chunks else 0
+    n_layer = model.info.n_layer
+    with model.stream(n_ctx=model.info.n_ctx_train) as s:
+        bar = tqdm(total=n_chunks, unit="chunk", desc=f"calibrating on {name}", disable=not progress)
+        for i, chunk in enumerate(source):
+            if i == n_chunks:
+                break
+            if i == skip:
+                check(lib.om_stream_calibrate(s.handle, True))
+            s.feed(chunk)
+            bar.update()
+        bar.close()
+        s.close_media()
+        out = np.empty(n_layer * 6, dtype=np.float32)
+        check(lib.om_stream_get_calibration(s.handle, ffi.from_buffer("float[]", out), out.size))
+    return out.reshape(n_layer, 3, 2)
+
+
+def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2, av_ratio: float = 5.0,
+             bounds: tuple[float, float] = LAYER_BOUNDS) -> list[tuple[int, int]]:
     """Per-layer ``(audio, visual)`` budgets from measured ``signals`` (see :func:`measure`) for an average of
-    ``average`` media rows per layer."""
+    ``average`` media rows per layer, each layer's total between ``bounds`` times the average."""
+    low, high = bounds
     if temperature <= 0 or av_ratio <= 0 or average < 0:
         raise InvalidArgumentError("temperature and av_ratio must be positive and the budget non-negative")
+    if not 0 <= low <= 1 <= high:
+        raise InvalidArgumentError(f"layer bounds must hold the average (low <= 1 <= high), got {bounds}")
     entropy, redundancy = signals[..., 0], signals[..., 1]
     if np.isnan(entropy[:, 2]).any() or np.isnan(redundancy[:, :2]).all():
         raise InvalidArgumentError("the clips gave no audio or visual tokens to measure; calibrate on media clips")
@@ -86,8 +108,7 @@ def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2,
     b = np.nan_to_num(entropy[:, :2] * np.sqrt(np.clip(redundancy[:, :2], 0, None)), nan=0.0)
     d_mean = np.nanmean(np.clip(redundancy[:, :2], 0, None), axis=1)
     b_all = entropy[:, 2] * np.sqrt(d_mean)
-    weights = np.exp((b_all - b_all.max()) / temperature)
-    per_layer = len(b_all) * average * weights / weights.sum()
+    per_layer = _bounded_shares(b_all / temperature, low, high) * average
     denominator = b[:, 0] + av_ratio * b[:, 1]
     audio_share = np.divide(b[:, 0], denominator, out=np.full(len(b), 1 / (1 + av_ratio)), where=denominator > 0)
     table = []
@@ -98,7 +119,27 @@ def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2,
     return table
 
 
-def calibrate(model, clips: Sequence[str | os.PathLike], *, budget: int | str = "8k", temperature: float = 0.2,
+def _bounded_shares(logits: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Each layer's budget in units of the average: clip(c · softmax(logits), low, high), with c chosen so that
+    they sum to the number of layers. The sum grows with c, so bisection on log c finds it; in logs, a layer
+    whose softmax weight underflows can still be raised to ``low``."""
+    n = len(logits)
+    z = logits - logits.max()
+
+    def total(log_c: float) -> np.ndarray:
+        with np.errstate(over="ignore"):        # a value past ``high`` is clipped to it anyway
+            return np.clip(np.exp(log_c + z), low, high)
+
+    # at log(1/n) the unclipped values sum to at most 1; at the top each is at least min(high, n), and no
+    # layer needs more than n (all of the budget)
+    lo_c, hi_c = math.log(1 / n), math.log(min(high, n)) - z.min()
+    for _ in range(200):
+        mid = (lo_c + hi_c) / 2
+        lo_c, hi_c = (mid, hi_c) if total(mid).sum() < n else (lo_c, mid)
+    return total(hi_c)
+
+
+def calibrate(model, clips: Sequence, *, budget: int | str = "8k", temperature: float = 0.2,
               av_ratio: float = 5.0, skip_chunks: int = SKIP_CHUNKS, max_seconds: float = 120.0,
               progress: bool = True) -> dict:
     """Measures the signals on ``clips`` and returns the budget table as the JSON-ready dict that
@@ -114,10 +155,14 @@ def calibrate(model, clips: Sequence[str | os.PathLike], *, budget: int | str = 
         "average": spec.tokens,
         "temperature": temperature,
         "av_ratio": av_ratio,
-        "clips": [os.fspath(c) for c in clips],
+        "clips": [_clip_name(c) for c in clips],
         "signals": {g: {"entropy": _floats(signals[:, i, 0]), "redundancy": _floats(signals[:, i, 1])}
                     for i, g in enumerate(GROUPS)},
     }
+
+
+def _clip_name(clip) -> str:
+    return os.fspath(clip) if isinstance(clip, (str, os.PathLike)) else repr(clip)
 
 
 def _floats(values: np.ndarray) -> list:

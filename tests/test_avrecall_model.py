@@ -338,9 +338,37 @@ def test_a_policy_spec_carries_its_settings_into_the_stream():
             assert params.memory.lam == 1.0 and params.memory.redundancy == REDUNDANCY["hidden"]
 
 
+def test_a_calibrated_cell_spreads_its_budget_as_the_method_allocates_it(monkeypatch):
+    """omnimem:calibrated=1 measures the model on calibration streams (seeds of neither the benchmark nor
+    training) and gives each layer the (audio, visual) rows the method's allocation makes of those signals,
+    the budget in all; calibrated=0 is the plain split."""
+    from omnimem_cpp import avrecall
+    from omnimem_cpp.calibrate import allocate, measure
+
+    monkeypatch.setattr(avrecall.bench, "CALIBRATION_STREAMS", 1)
+    avrecall.bench.calibration_signals.cache_clear()
+    try:
+        with om.Model(MODEL, mmproj=PROJECTOR, n_threads=2) as model:
+            signals = avrecall.bench.calibration_signals(model)
+            seed = avrecall.bench.CALIBRATION_SEED_BASE
+            assert seed > 10_000 and not 1_000_000 <= seed < 2_000_000       # not a benchmark or training seed
+            np.testing.assert_array_equal(signals, measure(model, [AVRecallStream(
+                AVRecallConfig(seconds=60.0, seed=seed, n_questions=0))], progress=False))
+            expected = allocate(signals, 1024)
+            with parse_policy("omnimem:calibrated=1").stream(model, 1024) as s, \
+                    parse_policy("omnimem:calibrated=0").stream(model, 1024) as plain:
+                budgets = [layer.budget for layer in s.stats().layers]
+                assert budgets == expected
+                assert abs(sum(a + v for a, v in budgets) - 1024 * len(budgets)) <= len(budgets)
+                assert len({layer.budget for layer in plain.stats().layers}) == 1
+    finally:
+        avrecall.bench.calibration_signals.cache_clear()
+
+
 @pytest.mark.parametrize("spec, message", [
     ("full", "unknown bounded policy"), ("omnimum", "unknown bounded policy"),
     ("omnimem:lambda=1", "KEY=VALUE"), ("omnimem:lam", "KEY=VALUE"), ("omnimem:lam=high", "must be a float"),
+    ("omnimem:calibrated=maybe", "must be a flag"),
 ])
 def test_bad_policy_specs_are_refused_before_anything_runs(spec, message):
     with pytest.raises(om.InvalidArgumentError, match=message):

@@ -642,20 +642,50 @@ def test_calibration_signals_equal_transformers(model, tiny_reference):
 
 
 def test_allocation_follows_the_method():
-    """omnimem-method §2 on hand-made signals: the softmax over layers, the audio/visual split with ratio r."""
+    """omnimem-method §2 on hand-made signals, without the layer bounds: the softmax over layers, the
+    audio/visual split with ratio r."""
     from omnimem_cpp.calibrate import allocate
 
-    entropy = np.array([[2.0, 3.0, 3.5], [1.0, 2.0, 2.2], [0.5, 1.0, 1.1]])
-    redundancy = np.array([[0.25, 0.16, 0.2], [0.36, 0.09, 0.2], [0.04, 0.01, 0.02]])
-    signals = np.stack([entropy, redundancy], axis=-1)
-    table = allocate(signals, 100, temperature=0.5, av_ratio=4.0)
+    signals = _hand_made_signals()
+    entropy, redundancy = signals[..., 0], signals[..., 1]
+    table = allocate(signals, 100, temperature=0.5, av_ratio=4.0, bounds=(0.0, math.inf))
     b_all = entropy[:, 2] * np.sqrt((redundancy[:, 0] + redundancy[:, 1]) / 2)
     total = 300 * np.exp(b_all / 0.5) / np.exp(b_all / 0.5).sum()
     b_a, b_v = entropy[:, 0] * np.sqrt(redundancy[:, 0]), entropy[:, 1] * np.sqrt(redundancy[:, 1])
     for (audio, visual), t, a, v in zip(table, total, b_a, b_v):
-        assert audio + visual == round(t)
+        assert abs(audio + visual - t) <= 0.5 + 1e-6
         assert abs(audio - t * a / (a + 4.0 * v)) <= 1
     assert table[0][0] + table[0][1] > table[2][0] + table[2][1]    # the layer with more spread gets more
     no_audio = signals.copy()
     no_audio[:, 0, :] = np.nan
     assert all(audio == 0 for audio, _ in allocate(no_audio, 100))
+
+
+def _hand_made_signals() -> np.ndarray:
+    """Three layers' (entropy, redundancy) for audio, visual and both; the first layer's b_all is the
+    largest, and at T = 0.5 it would take 71 % of the budget."""
+    entropy = np.array([[2.0, 3.0, 3.5], [1.0, 2.0, 2.2], [0.5, 1.0, 1.1]])
+    redundancy = np.array([[0.25, 0.16, 0.2], [0.36, 0.09, 0.2], [0.04, 0.01, 0.02]])
+    return np.stack([entropy, redundancy], axis=-1)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.2, 0.01])
+def test_allocation_keeps_each_layer_within_its_bounds_and_the_budget_whole(temperature):
+    """With the bounds (the reference's: half to 1.5 times the average) no layer is starved or hoards, the
+    table still holds the whole budget, the layers keep the order of their b_all, and where no bound binds
+    (a high temperature flattens the softmax) the table is the unbounded one."""
+    from omnimem_cpp.calibrate import LAYER_BOUNDS, allocate
+
+    signals = _hand_made_signals()
+    low, high = LAYER_BOUNDS
+    table = allocate(signals, 1000, temperature=temperature)
+    totals = [a + v for a, v in table]
+    assert abs(sum(totals) - 3000) <= 2                          # rounding, per layer
+    assert all(low * 1000 - 1 <= t <= high * 1000 + 1 for t in totals)
+    assert totals == sorted(totals, reverse=True)                 # b_all falls from the first layer to the last
+    if temperature <= 0.2:
+        assert totals[0] == high * 1000 and totals[2] == low * 1000
+    flat = allocate(signals, 1000, temperature=100.0)
+    assert flat == allocate(signals, 1000, temperature=100.0, bounds=(0.0, math.inf))
+    with pytest.raises(om.InvalidArgumentError, match="bounds"):
+        allocate(signals, 1000, bounds=(1.2, 1.5))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -25,8 +26,9 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm import tqdm
 
+from ..calibrate import allocate, measure
 from ..errors import InvalidArgumentError
-from ..memory import MODALITIES, POLICIES, Budget
+from ..memory import AV_RATIO, MODALITIES, POLICIES, Budget
 from .config import AUDIO_TOKENS_PER_SECOND, QUESTION_FAMILIES, AVRecallConfig
 from .questions import KINDS, normalise_answer
 from .render import AVRecallStream
@@ -90,9 +92,34 @@ class StreamResult:
 
 MIN_QUESTIONS = 9       # three per family
 
-# settings a policy spec may give, with their types: the stream's (see Stream) and the budget's audio/visual split
+
+
+def flag(value: str) -> bool:
+    """A yes/no setting: 1, true or yes; 0, false or no."""
+    try:
+        return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[value.lower()]
+    except KeyError:
+        raise ValueError(value) from None
+
+
+# settings a policy spec may give, with their types: the stream's (see Stream), the budget's audio/visual
+# split, and whether the budget is spread over layers and modalities by calibration (calibrated_budget)
 POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "score_queries": int,
-                   "av_ratio": float}
+                   "av_ratio": float, "calibrated": flag}
+
+# the streams a calibrated cell measures the model on: one minute each, seeds apart from the benchmark's (small
+# numbers), the training streams' (1,000,000 to about 2,000,000) and the vision pretraining's (5,000,000 on)
+CALIBRATION_SEED_BASE = 4_000_000
+CALIBRATION_STREAMS = 4
+
+
+@functools.lru_cache(maxsize=4)
+def calibration_signals(model) -> np.ndarray:
+    """The method's per-layer signals (``omnimem_cpp.calibrate.measure``) of ``model`` on the calibration
+    streams, measured once per model."""
+    streams = [AVRecallStream(AVRecallConfig(seconds=60.0, seed=CALIBRATION_SEED_BASE + i, n_questions=0))
+               for i in range(CALIBRATION_STREAMS)]
+    return measure(model, streams, progress=False)
 
 
 @dataclass(frozen=True)
@@ -106,11 +133,16 @@ class PolicySpec:
     settings: tuple = ()          # (key, value) pairs
 
     def stream(self, model, budget: int):
-        """A stream of ``model`` under this policy with ``budget`` media rows per layer."""
+        """A stream of ``model`` under this policy with ``budget`` media rows per layer: split alike in every
+        layer (audio 1 / (1 + av_ratio)), or, calibrated, by the method's allocation over layers and
+        modalities from the model's signals on the calibration streams."""
         options = dict(self.settings)
-        av_ratio = options.pop("av_ratio", None)
-        return model.stream(policy=self.policy, budget=budget if av_ratio is None else
-                            Budget(tokens=budget, av_ratio=av_ratio), **options)
+        av_ratio = options.pop("av_ratio", AV_RATIO)
+        if options.pop("calibrated", False):
+            spread = Budget(table=allocate(calibration_signals(model), budget, av_ratio=av_ratio))
+        else:
+            spread = Budget(tokens=budget, av_ratio=av_ratio)
+        return model.stream(policy=self.policy, budget=spread, **options)
 
 
 def parse_policy(spec: str) -> PolicySpec:
@@ -129,7 +161,8 @@ def parse_policy(spec: str) -> PolicySpec:
         try:
             settings.append((key, POLICY_SETTINGS[key](value)))
         except ValueError:
-            raise InvalidArgumentError(f"{key} in the policy {spec!r} must be a {POLICY_SETTINGS[key].__name__}, "
+            kind = "flag (1 or 0)" if POLICY_SETTINGS[key] is flag else POLICY_SETTINGS[key].__name__
+            raise InvalidArgumentError(f"{key} in the policy {spec!r} must be a {kind}, "
                                        f"not {value!r}") from None
     return PolicySpec(spec, policy, tuple(settings))
 

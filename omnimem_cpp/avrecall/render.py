@@ -92,8 +92,15 @@ class AVRecallStream:
     def duration(self) -> float:
         return self.config.seconds
 
+    @property
+    def chunk_seconds(self) -> float:
+        return self.config.chunk_seconds
+
     def __len__(self) -> int:
         return self.n_chunks
+
+    def __repr__(self) -> str:
+        return f"AVRecallStream(seconds={self.config.seconds:g}, seed={self.config.seed})"
 
     def __iter__(self) -> Iterator[Chunk]:
         for i in range(self.n_chunks):

@@ -341,28 +341,27 @@ def test_a_policy_spec_carries_its_settings_into_the_stream():
 def test_a_calibrated_cell_spreads_its_budget_as_the_method_allocates_it(monkeypatch):
     """omnimem:calibrated=1 measures the model on calibration streams (seeds of neither the benchmark nor
     training) and gives each layer the (audio, visual) rows the method's allocation makes of those signals,
-    the budget in all; calibrated=0 is the plain split."""
-    from omnimem_cpp import avrecall
+    the budget in all, as the report lists them; calibrated=0 is the plain split."""
+    from omnimem_cpp.avrecall import bench
     from omnimem_cpp.calibrate import allocate, measure
 
-    monkeypatch.setattr(avrecall.bench, "CALIBRATION_STREAMS", 1)
-    avrecall.bench.calibration_signals.cache_clear()
-    try:
-        with om.Model(MODEL, mmproj=PROJECTOR, n_threads=2) as model:
-            signals = avrecall.bench.calibration_signals(model)
-            seed = avrecall.bench.CALIBRATION_SEED_BASE
-            assert seed > 10_000 and not 1_000_000 <= seed < 2_000_000       # not a benchmark or training seed
-            np.testing.assert_array_equal(signals, measure(model, [AVRecallStream(
-                AVRecallConfig(seconds=60.0, seed=seed, n_questions=0))], progress=False))
-            expected = allocate(signals, 1024)
-            with parse_policy("omnimem:calibrated=1").stream(model, 1024) as s, \
-                    parse_policy("omnimem:calibrated=0").stream(model, 1024) as plain:
-                budgets = [layer.budget for layer in s.stats().layers]
-                assert budgets == expected
-                assert abs(sum(a + v for a, v in budgets) - 1024 * len(budgets)) <= len(budgets)
-                assert len({layer.budget for layer in plain.stats().layers}) == 1
-    finally:
-        avrecall.bench.calibration_signals.cache_clear()
+    monkeypatch.setattr(bench, "CALIBRATION_STREAMS", 1)
+    monkeypatch.setattr(bench, "_CALIBRATION", {})
+    seed = bench.CALIBRATION_SEED_BASE
+    assert seed > 10_000 and not 1_000_000 <= seed < 2_000_000       # not a benchmark or training seed
+    with om.Model(MODEL, mmproj=PROJECTOR, n_threads=2) as model:
+        signals = bench.calibration_signals(model)
+        np.testing.assert_array_equal(signals, measure(model, [AVRecallStream(
+            AVRecallConfig(seconds=60.0, seed=seed, n_questions=0))], progress=False))
+        with parse_policy("omnimem:calibrated=1").stream(model, 1024) as s, \
+                parse_policy("omnimem:calibrated=0").stream(model, 1024) as plain:
+            budgets = [layer.budget for layer in s.stats().layers]
+            assert len({layer.budget for layer in plain.stats().layers}) == 1
+    assert budgets == allocate(signals, 1024)
+    assert abs(sum(a + v for a, v in budgets) - 1024 * len(budgets)) <= len(budgets)
+    tables = bench.calibrated_tables(BenchSettings(minutes=(1,), budgets=(1024,),
+                                                   policies=("omnimem", "omnimem:calibrated=1")))
+    assert tables == [{"policy": "omnimem:calibrated=1", "budget": 1024, "layers": [list(b) for b in budgets]}]
 
 
 @pytest.mark.parametrize("spec, message", [

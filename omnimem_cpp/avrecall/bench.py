@@ -113,13 +113,18 @@ CALIBRATION_SEED_BASE = 4_000_000
 CALIBRATION_STREAMS = 4
 
 
-@functools.lru_cache(maxsize=4)
+_CALIBRATION: dict = {}        # (model file, projector file) -> signals
+
+
 def calibration_signals(model) -> np.ndarray:
     """The method's per-layer signals (``omnimem_cpp.calibrate.measure``) of ``model`` on the calibration
-    streams, measured once per model."""
-    streams = [AVRecallStream(AVRecallConfig(seconds=60.0, seed=CALIBRATION_SEED_BASE + i, n_questions=0))
-               for i in range(CALIBRATION_STREAMS)]
-    return measure(model, streams, progress=False)
+    streams, measured once per model files in a process."""
+    key = (model.path, model.mmproj)
+    if key not in _CALIBRATION:
+        streams = [AVRecallStream(AVRecallConfig(seconds=60.0, seed=CALIBRATION_SEED_BASE + i, n_questions=0))
+                   for i in range(CALIBRATION_STREAMS)]
+        _CALIBRATION[key] = measure(model, streams, progress=False)
+    return _CALIBRATION[key]
 
 
 @dataclass(frozen=True)
@@ -139,10 +144,18 @@ class PolicySpec:
         options = dict(self.settings)
         av_ratio = options.pop("av_ratio", AV_RATIO)
         if options.pop("calibrated", False):
-            spread = Budget(table=allocate(calibration_signals(model), budget, av_ratio=av_ratio))
+            spread = Budget(table=self.calibrated_table(calibration_signals(model), budget))
         else:
             spread = Budget(tokens=budget, av_ratio=av_ratio)
         return model.stream(policy=self.policy, budget=spread, **options)
+
+    @property
+    def calibrated(self) -> bool:
+        return dict(self.settings).get("calibrated", False)
+
+    def calibrated_table(self, signals: np.ndarray, budget: int) -> list:
+        """The per-layer (audio, visual) rows a calibrated cell of this spec keeps at ``budget``."""
+        return allocate(signals, budget, av_ratio=dict(self.settings).get("av_ratio", AV_RATIO))
 
 
 def parse_policy(spec: str) -> PolicySpec:
@@ -611,6 +624,19 @@ def settings_json(settings: BenchSettings) -> dict:
             for k, v in dataclasses.asdict(settings).items()}
 
 
+def calibrated_tables(settings: BenchSettings) -> list:
+    """The budget table of each calibrated cell of ``settings``, as {policy, budget, layers}."""
+    specs = [spec for spec in map(parse_policy, settings.policies) if spec.calibrated]
+    if not specs:
+        return []
+    from ..model import Model
+
+    with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads) as model:
+        signals = calibration_signals(model)
+    return [{"policy": spec.name, "budget": budget, "layers": [list(p) for p in spec.calibrated_table(signals, budget)]}
+            for spec in specs for budget in settings.budgets]
+
+
 def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pathlib.Path, seconds: float,
                  streams: Optional[dict] = None, cache: Optional[CellCache] = None) -> list:
     """docs-ready files: avrecall-results.json, avrecall-results.md (the tables) and the two plots. ``streams``
@@ -621,11 +647,13 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     evidence = {m: evidence_by_tenth(stream_configs(m, settings.seeds, settings.questions)) for m in settings.minutes}
     streams = streams or {m: settings.seeds for m in settings.minutes}
     complete = all(streams.get(m, 0) >= settings.seeds for m in settings.minutes)
+    tables = calibrated_tables(settings)
     (out_dir / "avrecall-results.json").write_text(json.dumps(
         {"command": command, "settings": settings_json(settings), "seconds": round(seconds), "complete": complete,
          "streams": [{"minutes": m, "streams": streams.get(m, 0)} for m in settings.minutes], "results": rows,
          "claims": found, "evidence_by_tenth": [{"minutes": m, "shares": [round(float(v), 4) for v in shares]}
                                                 for m, shares in evidence.items()],
+         "calibrated_budgets": tables,
          "cells_from_cache": cache.taken if cache else 0,
          "cells_run": cache.stored if cache else None}, indent=1))
     kinds = tuple(k for f in QUESTION_FAMILIES for k in KINDS[f])
@@ -645,5 +673,12 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
              "latest needed moment falls in each tenth; a memory must hold rows from up to there):", "",
              "| minutes | " + " | ".join(str(k + 1) for k in range(TENTHS)) + " |", "|---|" + "---|" * TENTHS]
     text += [f"| {m:g} | " + " | ".join(f"{v:.0%}" for v in shares) + " |" for m, shares in evidence.items()] + [""]
+    if tables:
+        text += [f"The calibrated cells' budgets: audio + visual rows of each layer, as the method allocates them "
+                 f"from the model's signals on {CALIBRATION_STREAMS} one-minute calibration streams (seeds "
+                 f"{CALIBRATION_SEED_BASE} on):", ""]
+        text += [f"- {t['policy']} @ {t['budget']}: " + ", ".join(f"{a} + {v}" for a, v in t["layers"]) +
+                 f" ({sum(a for a, _ in t['layers']) / max(1, sum(a + v for a, v in t['layers'])):.0%} audio)"
+                 for t in tables] + [""]
     (out_dir / "avrecall-results.md").write_text("\n".join(text))
     return [out_dir / "avrecall-results.json", out_dir / "avrecall-results.md"] + plot(rows, out_dir)

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -56,11 +57,9 @@ def measure(model, clips: Sequence, *, skip_chunks: int = SKIP_CHUNKS, max_secon
         raise InvalidArgumentError("calibration needs at least one clip")
     per_clip = []
     for clip in clips:
-        if isinstance(clip, (str, os.PathLike)):
-            with media.open(clip) as reader:
-                per_clip.append(_measure_source(model, reader, _clip_name(clip), skip_chunks, max_seconds, progress))
-        else:
-            per_clip.append(_measure_source(model, clip, _clip_name(clip), skip_chunks, max_seconds, progress))
+        opened = media.open(clip) if isinstance(clip, (str, os.PathLike)) else contextlib.nullcontext(clip)
+        with opened as source:
+            per_clip.append(_measure_source(model, source, _clip_name(clip), skip_chunks, max_seconds, progress))
     with np.errstate(all="ignore"):
         stacked = np.stack(per_clip)
         counts = (~np.isnan(stacked)).sum(axis=0)
@@ -155,6 +154,7 @@ def calibrate(model, clips: Sequence, *, budget: int | str = "8k", temperature: 
         "average": spec.tokens,
         "temperature": temperature,
         "av_ratio": av_ratio,
+        "layer_bounds": list(LAYER_BOUNDS),
         "clips": [_clip_name(c) for c in clips],
         "signals": {g: {"entropy": _floats(signals[:, i, 0]), "redundancy": _floats(signals[:, i, 1])}
                     for i, g in enumerate(GROUPS)},

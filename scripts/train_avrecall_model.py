@@ -45,7 +45,8 @@ import tiny_models  # noqa: E402
 
 import omnimem_cpp as om  # noqa: E402
 from omnimem_cpp import chat  # noqa: E402
-from omnimem_cpp.avrecall import KINDS, AVRecallConfig, AVRecallStream, all_questions, answer_vocabulary  # noqa: E402
+from omnimem_cpp.avrecall import (KINDS, AVRecallConfig, AVRecallStream, Timeline, all_questions,  # noqa: E402
+                                  answer_vocabulary)
 from omnimem_cpp.avrecall.layout import POSITIONS_PER_SECOND, StreamLayout, shift_chunks  # noqa: E402
 from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
 from omnimem_cpp.media import VIDEO_PIXELS, image_patches  # noqa: E402
@@ -73,7 +74,10 @@ class Phase:
     ``audio_only`` drops the video rows from the layout (the model hears the stream without seeing it);
     ``kinds`` limits the questions to those kinds, all of their questions asked at every step. Together
     they make a first phase that teaches retrieval where it is easiest to learn: finding a sound among
-    few tokens, with the sound questions' gradient undiluted by the other kinds."""
+    few tokens, with the sound questions' gradient undiluted by the other kinds.
+
+    ``balanced`` weighs each answer of a kind alike in the loss (answer_weights): a kind whose answer is
+    mostly one word ("1" objects on screen at a sound) can then not be learned as that word."""
 
     steps: int
     shortest: int
@@ -81,8 +85,9 @@ class Phase:
     events_per_minute: float
     audio_only: bool = False
     kinds: tuple = ()
+    balanced: bool = False
 
-    FORM = "STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE[/audio][/KIND,KIND...]"
+    FORM = "STEPS:SHORTEST-LONGEST@EVENTS_PER_MINUTE[/audio][/KIND,KIND...][/balanced]"
 
     @classmethod
     def parse(cls, text: str) -> "Phase":
@@ -98,20 +103,24 @@ class Phase:
             raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive, lengths 2 s or more, "
                                              "shortest <= longest, the event rate positive")
         known = [k for family_kinds in KINDS.values() for k in family_kinds]
-        audio_only, kinds = "audio" in extras, ()
-        for extra in (e for e in extras if e != "audio"):
+        flags = ("audio", "balanced")
+        audio_only, balanced, kinds = "audio" in extras, "balanced" in extras, ()
+        for extra in (e for e in extras if e not in flags):
             if kinds or any(k not in known for k in extra.split(",")):
                 raise argparse.ArgumentTypeError(
-                    f"{text!r}: after '/' comes 'audio' or one list of question kinds, from {', '.join(known)}")
+                    f"{text!r}: after '/' comes 'audio', 'balanced' or one list of question kinds, "
+                    f"from {', '.join(known)}")
             kinds = tuple(extra.split(","))
         if audio_only and any(k not in KINDS["audio"] for k in kinds):
             raise argparse.ArgumentTypeError(f"{text!r}: an audio-only phase asks only {', '.join(KINDS['audio'])}")
         # questions about what cannot be seen make no sense: an audio-only phase asks the sound kinds
-        return dataclasses.replace(phase, audio_only=audio_only, kinds=kinds or (KINDS["audio"] if audio_only else ()))
+        return dataclasses.replace(phase, audio_only=audio_only, balanced=balanced,
+                                   kinds=kinds or (KINDS["audio"] if audio_only else ()))
 
     def __str__(self) -> str:
         return (f"{self.steps}:{self.shortest}-{self.longest}@{self.events_per_minute:g}"
-                + ("/audio" if self.audio_only else "") + ("/" + ",".join(self.kinds) if self.kinds else ""))
+                + ("/audio" if self.audio_only else "") + ("/" + ",".join(self.kinds) if self.kinds else "")
+                + ("/balanced" if self.balanced else ""))
 
     def dir_name(self) -> str:
         """The phase as a folder name's part."""
@@ -153,6 +162,30 @@ def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallCo
     """The stream of one training step: every step sees a stream of its own (a model that saw a stream
     twice could learn its answers by heart)."""
     return phase.stream_config(TRAIN_SEED_BASE + 100_000 * phase_index + step)
+
+
+# streams of a balanced phase whose answers are counted for its weights, and the most an answer may weigh
+BALANCE_STREAMS = 300
+MAX_ANSWER_WEIGHT = 5.0
+
+
+def answer_weights(phase_index: int, phase: Phase, n_streams: int = BALANCE_STREAMS) -> dict:
+    """{(kind, answer): weight} for a balanced phase: over the questions of its first ``n_streams`` training
+    streams, each answer of a kind then weighs as much in all as any other (1 / (answers of the kind × the
+    answer's share)), capped at MAX_ANSWER_WEIGHT so that a rare answer does not take the step over."""
+    counts: dict = {}
+    for step in range(n_streams):
+        cfg = train_stream_config(phase_index, phase, step)
+        for q in all_questions(cfg, Timeline(cfg)):
+            if not phase.kinds or q.kind in phase.kinds:
+                counts.setdefault(q.kind, {}).setdefault(q.answer, 0)
+                counts[q.kind][q.answer] += 1
+    weights = {}
+    for kind, by_answer in counts.items():
+        total = sum(by_answer.values())
+        for answer, n in by_answer.items():
+            weights[(kind, answer)] = min(MAX_ANSWER_WEIGHT, total / (len(by_answer) * n))
+    return weights
 
 
 def question_corpus(n_streams: int = 200) -> list:
@@ -435,6 +468,7 @@ class TrainingStreams:
 
     def __init__(self, model: om.Model, phase_index: int, phase: Phase, train_vision: bool):
         self.model, self.phase_index, self.phase, self.train_vision = model, phase_index, phase, train_vision
+        self.answer_weights = answer_weights(phase_index, phase) if phase.balanced else None
 
     def __call__(self, step: int) -> dict:
         cfg = train_stream_config(self.phase_index, self.phase, step)
@@ -452,7 +486,20 @@ class TrainingStreams:
         data["questions"] = by_kind
         # a phase limited to a few kinds asks all of their questions; otherwise as many of each kind
         data["per_kind"] = max(map(len, by_kind.values()), default=0) if self.phase.kinds else QUESTIONS_PER_KIND
+        data["answer_weights"] = self.answer_weights
         return data
+
+
+def answer_loss(logits: torch.Tensor, targets: torch.Tensor, picked: list, weights) -> torch.Tensor:
+    """The cross-entropy on the answer tokens (targets -100 elsewhere), their mean; with ``weights``
+    ({(kind, answer): weight}, answer_weights) each question's tokens count by its answer's weight."""
+    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    if weights is None:
+        return torch.nn.functional.cross_entropy(flat_logits, flat_targets)
+    per_token = torch.nn.functional.cross_entropy(flat_logits, flat_targets, reduction="none").view(targets.shape)
+    row_weight = torch.tensor([weights.get((kind, answer), MAX_ANSWER_WEIGHT) for kind, (_, answer) in picked])
+    token_weight = row_weight[:, None] * (targets != -100)
+    return (per_token * token_weight).sum() / token_weight.sum()
 
 
 def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float, seed: int, log,
@@ -519,7 +566,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         cache.batch_repeat_interleave(len(rows))
         logits = head(text_model(inputs_embeds=embed(ids), position_ids=q_position_ids, past_key_values=cache,
                                  use_cache=True).last_hidden_state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = answer_loss(logits, targets, picked, data.get("answer_weights"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -108,6 +108,53 @@ def test_phase_options_parse_and_name_their_folder(trainer):
     mixed = trainer.Phase.parse("10:6-8@6/sound_played,colour_at_sound")
     assert not mixed.audio_only and mixed.kinds == ("sound_played", "colour_at_sound")
     assert trainer.Phase.parse(str(mixed)) == mixed
+    balanced = trainer.Phase.parse("10:6-8@6/count_at_sound/balanced")
+    assert balanced.balanced and balanced.kinds == ("count_at_sound",) and not mixed.balanced
+    assert trainer.Phase.parse(str(balanced)) == balanced and "balanced" in balanced.dir_name()
+
+
+def test_a_balanced_phase_weighs_each_answer_of_a_kind_alike(trainer):
+    """Over the phase's streams, an answer's weight times its share of its kind is the same for every answer
+    of the kind (below the cap): "1" object on screen at a sound, the commonest answer, weighs less than one."""
+    from omnimem_cpp.avrecall import Timeline, all_questions
+
+    phase = trainer.Phase.parse("10:24-60@6/balanced")
+    weights = trainer.answer_weights(3, phase, n_streams=60)
+    answers = {}
+    for step in range(60):
+        cfg = trainer.train_stream_config(3, phase, step)
+        for q in all_questions(cfg, Timeline(cfg)):
+            answers.setdefault(q.kind, []).append(q.answer)
+    assert {k for k, _ in weights} == set(answers)
+    for kind, given in answers.items():
+        for answer in set(given):
+            share = given.count(answer) / len(given)
+            weight = weights[(kind, answer)]
+            assert weight <= trainer.MAX_ANSWER_WEIGHT
+            if weight < trainer.MAX_ANSWER_WEIGHT:
+                assert weight * share == pytest.approx(1 / len(set(given)))
+    assert weights[("count_at_sound", "1")] < 1 < weights[("count_at_sound", "0")]
+
+
+def test_the_answer_loss_is_the_mean_cross_entropy_weighted_by_answer(trainer):
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    targets = torch.full((3, 5), -100)
+    targets[0, 2:4], targets[1, 3], targets[2, 1:5] = torch.tensor([4, 7]), 2, torch.tensor([1, 1, 9, 0])
+    picked = [("sound_played", ("q", "yes")), ("count_at_sound", ("q", "1")), ("count_at_sound", ("q", "3"))]
+    plain = trainer.answer_loss(logits, targets, picked, None)
+    assert plain == pytest.approx(torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1)))
+    weights = {("sound_played", "yes"): 1.0, ("count_at_sound", "1"): 1.0, ("count_at_sound", "3"): 1.0}
+    assert trainer.answer_loss(logits, targets, picked, weights) == pytest.approx(plain)
+    weights[("count_at_sound", "3")] = 3.0
+    token = torch.log_softmax(logits, -1)
+    nll = [-token[r, c, targets[r, c]] for r in range(3) for c in range(5) if targets[r, c] != -100]
+    rows = [r for r in range(3) for c in range(5) if targets[r, c] != -100]
+    w = [3.0 if r == 2 else 1.0 for r in rows]
+    expected = sum(wi * li for wi, li in zip(w, nll)) / sum(w)
+    assert trainer.answer_loss(logits, targets, picked, weights) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("text", ["10:6-8@6/audio/colour_at_sound", "10:6-8@6/loudness", "10:6-8@6/x/y"])

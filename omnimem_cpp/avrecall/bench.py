@@ -676,7 +676,7 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     if tables:
         text += [f"The calibrated cells' budgets: audio + visual rows of each layer, as the method allocates them "
                  f"from the model's signals on {CALIBRATION_STREAMS} one-minute calibration streams (seeds "
-                 f"{CALIBRATION_SEED_BASE} on):", ""]
+                 f"{CALIBRATION_SEED_BASE:,} on):", ""]
         text += [f"- {t['policy']} @ {t['budget']}: " + ", ".join(f"{a} + {v}" for a, v in t["layers"]) +
                  f" ({sum(a for a, _ in t['layers']) / max(1, sum(a + v for a, v in t['layers'])):.0%} audio)"
                  for t in tables] + [""]

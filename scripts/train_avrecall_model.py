@@ -666,6 +666,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the longest file name most file systems take
+MAX_NAME = 255
+
+
+def phase_dir_name(init_digest: str, vision: str, lr: float, curriculum: list) -> str:
+    """The work folder of a phase, named by the initial weights, the learning rate and every phase up to this
+    one (``curriculum``): a changed start or curriculum never resumes another's checkpoint. A curriculum too
+    long to spell out in a file name is named by a digest of it and its last phase."""
+    head = f"trained-{init_digest}-{vision}-lr{lr:g}-"
+    name = head + "+".join(p.dir_name() for p in curriculum)
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1("+".join(map(str, curriculum)).encode()).hexdigest()[:12]
+    return f"{head}{digest}-{curriculum[-1].dir_name()}"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -712,10 +728,7 @@ def main(argv=None) -> int:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
         log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")
         for k, phase in enumerate(phases):
-            # named by the initial weights, the learning rate and every phase up to this one: a changed
-            # start or curriculum never resumes another's checkpoint
-            phase_dir = work / (f"trained-{init_digest}-{args.vision}-lr{args.lr:g}-" + "+".join(
-                p.dir_name() for p in phases[:k + 1]))
+            phase_dir = work / phase_dir_name(init_digest, args.vision, args.lr, phases[:k + 1])
             done = phase_dir / "curve.json"
             if not done.exists():
                 phase_dir.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,17 @@ def test_phase_options_parse_and_name_their_folder(trainer):
     assert trainer.Phase.parse(str(balanced)) == balanced and "balanced" in balanced.dir_name()
 
 
+def test_phase_folders_are_named_by_the_curriculum_and_fit_a_file_name(trainer):
+    """Short curricula spell out every phase (the shipped run's folders keep their names); a long one is
+    named by a digest, so that it still fits a file name and two long curricula do not share a folder."""
+    name = lambda texts: trainer.phase_dir_name("abc", "pretrained", 5e-4, [trainer.Phase.parse(t) for t in texts])
+    short = name(["3000:6-12@24/object_appeared", "600:24-60@6"])
+    assert short == "trained-abc-pretrained-lr0.0005-3000x6-12at24_object_appeared+600x24-60at6"
+    long = [str(p) for p in trainer.PHASES] * 2
+    assert len(name(long)) <= trainer.MAX_NAME and name(long).endswith(trainer.PHASES[-1].dir_name())
+    assert name(long) != name(long[:-1] + ["600:24-60@6/balanced"]) != name(long[:-1] + ["700:24-60@6"])
+
+
 def test_a_balanced_phase_weighs_each_answer_of_a_kind_alike(trainer):
     """Over the phase's streams, an answer's weight times its share of its kind is the same for every answer
     of the kind (below the cap): "1" object on screen at a sound, the commonest answer, weighs less than one."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -93,7 +92,6 @@ class StreamResult:
 MIN_QUESTIONS = 9       # three per family
 
 
-
 def flag(value: str) -> bool:
     """A yes/no setting: 1, true or yes; 0, false or no."""
     try:
@@ -103,7 +101,7 @@ def flag(value: str) -> bool:
 
 
 # settings a policy spec may give, with their types: the stream's (see Stream), the budget's audio/visual
-# split, and whether the budget is spread over layers and modalities by calibration (calibrated_budget)
+# split, and whether the budget is spread over layers and modalities by calibration (calibration_signals)
 POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "score_queries": int,
                    "av_ratio": float, "calibrated": flag}
 
@@ -111,8 +109,6 @@ POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, 
 # numbers), the training streams' (1,000,000 to about 2,000,000) and the vision pretraining's (5,000,000 on)
 CALIBRATION_SEED_BASE = 4_000_000
 CALIBRATION_STREAMS = 4
-
-
 _CALIBRATION: dict = {}        # (model file, projector file) -> signals
 
 

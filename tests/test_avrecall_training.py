@@ -350,7 +350,9 @@ def test_the_shipped_report_is_of_the_shipped_pair_made_with_the_defaults(traine
     assert report["files"] == {name: (data / name).stat().st_size for name in report["files"]}
     defaults = trainer.build_parser().parse_args([])
     assert defaults.phases is None and defaults.out_dir == data
-    assert report["phases"] == [dataclasses.asdict(p) | {"kinds": list(p.kinds)} for p in trainer.PHASES]
+    # the report was written before phases could be balanced; an unbalanced phase reads the same without it
+    shipped = [{"balanced": False} | phase for phase in report["phases"]]
+    assert shipped == [dataclasses.asdict(p) | {"kinds": list(p.kinds)} for p in trainer.PHASES]
     assert report["vision_tower"] == defaults.vision
     assert report["vision_pretraining"]["steps"] == defaults.vision_pretraining_steps
     assert (report["lr"], report["seed"]) == (defaults.lr, defaults.seed)

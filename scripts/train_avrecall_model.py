@@ -32,6 +32,7 @@ import math
 import pathlib
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,13 +174,12 @@ def answer_weights(phase_index: int, phase: Phase, n_streams: int = BALANCE_STRE
     """{(kind, answer): weight} for a balanced phase: over the questions of its first ``n_streams`` training
     streams, each answer of a kind then weighs as much in all as any other (1 / (answers of the kind × the
     answer's share)), capped at MAX_ANSWER_WEIGHT so that a rare answer does not take the step over."""
-    counts: dict = {}
+    counts: dict = {}       # kind -> Counter of its answers
     for step in range(n_streams):
         cfg = train_stream_config(phase_index, phase, step)
         for q in all_questions(cfg, Timeline(cfg)):
             if not phase.kinds or q.kind in phase.kinds:
-                counts.setdefault(q.kind, {}).setdefault(q.answer, 0)
-                counts[q.kind][q.answer] += 1
+                counts.setdefault(q.kind, Counter())[q.answer] += 1
     weights = {}
     for kind, by_answer in counts.items():
         total = sum(by_answer.values())

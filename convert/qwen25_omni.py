@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from gguf import GGUFWriter
 
 from ..errors import ConversionError
@@ -124,14 +126,20 @@ def _layer_tensors(hp: TextHParams, i: int) -> list[tuple[str, str, tuple[int, .
     ]
 
 
-def _text_tensors(hp: TextHParams, model: SubModel) -> list[TensorSpec]:
+def _text_table(hp: TextHParams, untied_head: bool) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(GGUF name, HF name, expected numpy shape) of every tensor of the text file."""
     table = [("token_embd.weight", "model.embed_tokens.weight", (hp.vocab_size, hp.hidden_size))]
     for i in range(hp.n_layers):
         table += _layer_tensors(hp, i)
     table.append(("output_norm.weight", "model.norm.weight", (hp.hidden_size,)))
     # Without lm_head.weight the head is tied; llama.cpp then reuses token_embd, so nothing is written.
-    if model.has("lm_head.weight"):
+    if untied_head:
         table.append(("output.weight", "lm_head.weight", (hp.vocab_size, hp.hidden_size)))
+    return table
+
+
+def _text_tensors(hp: TextHParams, model: SubModel) -> list[TensorSpec]:
+    table = _text_table(hp, model.has("lm_head.weight"))
     specs = []
     for gguf_name, hf_name, expected in table:
         model.expect(hf_name, expected)
@@ -163,3 +171,29 @@ def plan_text(ckpt: Checkpoint) -> Plan:
         add_tokenizer(w, ckpt.dir, hp.vocab_size, pre="qwen2", default_bos_id=hp.bos_token_id)
 
     return Plan(GGUF_ARCH, ckpt.dir.name, metadata, _text_tensors(hp, model))
+
+
+def read_text_weights(path, config: dict) -> dict:
+    """The text decoder's weights in a text GGUF written for the checkpoint config `config` (config.json of
+    either form), as {HF tensor name: float32 array}: the way back from a converted file to a checkpoint,
+    e.g. to train a shipped model further. A quantized file gives its dequantized weights. Raises
+    ConversionError when the file's tensors do not have the config's names and shapes."""
+    from gguf import GGMLQuantizationType, GGUFReader, quants
+
+    hp = TextHParams.from_config(split_config(config)[1])
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    weights = {}
+    for gguf_name, hf_name, shape in _text_table(hp, "output.weight" in tensors):
+        t = tensors.get(gguf_name)
+        if t is None:
+            raise ConversionError(f"{path} has no tensor {gguf_name}; it is not a text file of this model")
+        data = t.data if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16) \
+            else quants.dequantize(t.data, t.tensor_type)
+        data = np.asarray(data, dtype=np.float32).reshape(tuple(int(n) for n in reversed(t.shape)))
+        if data.shape != shape:
+            raise ConversionError(f"{path}: {gguf_name} has shape {data.shape}, the config makes it {shape}; "
+                                  "the file was converted from a model of another size")
+        weights[hf_name] = data
+    if "lm_head.weight" not in weights:     # a tied head is the embedding table
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    return weights

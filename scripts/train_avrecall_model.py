@@ -50,6 +50,7 @@ from omnimem_cpp.avrecall import (KINDS, AVRecallConfig, AVRecallStream, Timelin
                                   answer_vocabulary)
 from omnimem_cpp.avrecall.layout import POSITIONS_PER_SECOND, StreamLayout, shift_chunks  # noqa: E402
 from omnimem_cpp.convert import convert_checkpoint  # noqa: E402
+from omnimem_cpp.convert.qwen25_omni import read_text_weights  # noqa: E402
 from omnimem_cpp.media import VIDEO_PIXELS, image_patches  # noqa: E402
 
 # Training streams use seeds from here on; the benchmark's streams use small seeds, so none is seen in training.
@@ -659,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-kv-heads", type=int, choices=(1, 2, 4), default=TEXT["num_key_value_heads"],
                         help="the language model's key/value heads, shared by its "
                              f"{TEXT['num_attention_heads']} query heads (default {TEXT['num_key_value_heads']})")
+    parser.add_argument("--start-from", type=pathlib.Path, metavar="TEXT.gguf",
+                        help="take the language model from this text file (the shipped one, say) as the "
+                             "outcome of the first --phases-done phases, and train only the phases after them; "
+                             "its tokenizer must be the one these settings build")
+    parser.add_argument("--phases-done", type=int, metavar="N",
+                        help="with --start-from: how many of the --phase list the file has been trained on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")
@@ -682,6 +689,32 @@ def phase_dir_name(init_digest: str, vision: str, lr: float, curriculum: list) -
     return f"{head}{digest}-{curriculum[-1].dir_name()}"
 
 
+def start_from_text_file(init_dir: pathlib.Path, start_dir: pathlib.Path, text_file: pathlib.Path,
+                         untrained_text: pathlib.Path) -> None:
+    """Writes into ``start_dir`` the initial thinker of ``init_dir`` (towers, tokenizer) with the language model
+    of the converted ``text_file``, whose vocabulary must be that of ``untrained_text`` (converted from
+    ``init_dir``): a file trained on another tokenizer would read every token as another."""
+    from gguf import GGUFReader
+    from safetensors.torch import load_file, save_file
+
+    def tokens(path):
+        field = GGUFReader(path).fields.get("tokenizer.ggml.tokens")
+        return field and field.contents()
+
+    if tokens(text_file) != tokens(untrained_text):
+        raise SystemExit(f"{text_file}: its tokenizer is not the one these settings build; start from a text "
+                         "file this script made with the same --seed")
+    state = load_file(init_dir / "model.safetensors")
+    config = json.loads((init_dir / "config.json").read_text())
+    for name, weight in read_text_weights(text_file, config).items():
+        state[name] = torch.from_numpy(weight.copy())
+    start_dir.mkdir(parents=True, exist_ok=True)
+    for f in init_dir.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            (start_dir / f.name).write_bytes(f.read_bytes())
+    save_file(state, start_dir / "model.safetensors", metadata={"format": "pt"})
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -692,6 +725,15 @@ def main(argv=None) -> int:
     pretraining_steps = args.vision_pretraining_steps if args.vision == "pretrained" else 0
     if args.vision == "pretrained" and pretraining_steps < 1:
         parser.error("--vision-pretraining-steps must be at least 1")
+    if (args.start_from is None) != (args.phases_done is None):
+        parser.error("--start-from and --phases-done go together")
+    phases_done = args.phases_done or 0
+    if args.start_from is not None:
+        if not 1 <= phases_done < len(phases):
+            parser.error(f"--phases-done must leave a phase to train: 1 to {len(phases) - 1} for "
+                         f"{len(phases)} phases")
+        if not args.start_from.is_file():
+            parser.error(f"--start-from {args.start_from}: no such file")
     # named by everything the start depends on, since a resumed run takes the start it finds there
     text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads)
     default_kv = text_shape == TEXT
@@ -704,7 +746,8 @@ def main(argv=None) -> int:
                   ([f"--vision-pretraining-steps {args.vision_pretraining_steps}"] if args.vision == "pretrained" else []) +
                   [f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
                    f"--vision-block-gain {args.vision_block_gain}"] +
-                  ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) + [f"--seed {args.seed}"]),
+                  ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) + [f"--seed {args.seed}"] +
+                  ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else [])),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
               "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
               "text": text_shape, "vision": VISION, "audio": AUDIO}
@@ -724,10 +767,18 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     convert_checkpoint(init_dir, untrained_text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
     previous = init_dir
+    if args.start_from is not None:
+        start_digest = hashlib.sha1(args.start_from.read_bytes()).hexdigest()[:10]
+        previous = work / f"start-{init_digest}-{start_digest}"
+        start_from_text_file(init_dir, previous, args.start_from, untrained_text)
+        init_digest = hashlib.sha1((previous / "model.safetensors").read_bytes()).hexdigest()[:10]
+        report["start_from"] = {"file": args.start_from.name, "sha1": start_digest, "phases_done": phases_done}
     with om.Model(untrained_text, mmproj=mmproj, n_threads=args.threads) as model:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
         log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")
         for k, phase in enumerate(phases):
+            if k < phases_done:
+                continue
             phase_dir = work / phase_dir_name(init_digest, args.vision, args.lr, phases[:k + 1])
             done = phase_dir / "curve.json"
             if not done.exists():
@@ -756,7 +807,7 @@ def main(argv=None) -> int:
     report["minutes_this_run"] = round((time.time() - started) / 60, 1)
     # the phases' training steps over every run that resumed them (older curves have no times)
     report["training_minutes"] = round(sum(report[f"phase{k + 1}"]["curve"][-1].get("seconds", 0.0)
-                                           for k in range(len(phases))) / 60, 1)
+                                           for k in range(phases_done, len(phases))) / 60, 1)
     report["files"] = {p.name: p.stat().st_size for p in (text, mmproj)}
     args.report.write_text(json.dumps(report, indent=1))
     log(f"wrote {text} and {mmproj} ({sum(report['files'].values()) / 1e6:.1f} MB)")

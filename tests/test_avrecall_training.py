@@ -308,6 +308,57 @@ def test_a_run_with_other_tower_settings_does_not_take_an_earlier_start(tmp_path
     assert reports[0] == reports[2] and reports[0]["visual"] != reports[1]["visual"]
 
 
+def test_a_run_can_start_from_a_trained_text_file(tmp_path, trainer):
+    """--start-from takes the language model of a text file as the outcome of the first --phases-done
+    phases: only the later phases train, from the file's weights, on the towers these settings build."""
+    from safetensors.numpy import load_file
+
+    from omnimem_cpp.convert.qwen25_omni import read_text_weights
+
+    work, first = tmp_path / "work", tmp_path / "first"
+    common = ["--vision", "frozen", "--work-dir", str(work), "--threads", "2"]
+    assert trainer.main(["--phase", "1:12-12@6", "--out-dir", str(first), "--report", str(tmp_path / "r1.json"),
+                         *common]) == 0
+    text = first / "avrecall-text.gguf"
+    report = tmp_path / "r2.json"
+    assert trainer.main(["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", str(text),
+                         "--phases-done", "1", "--out-dir", str(tmp_path / "second"), "--report", str(report),
+                         *common]) == 0
+    written = json.loads(report.read_text())
+    assert written["start_from"]["phases_done"] == 1 and "--start-from avrecall-text.gguf --phases-done 1" in written["command"]
+    assert "phase1" not in written and written["phase2"]["curve"][-1]["step"] == 1
+    assert written["training_minutes"] == round(written["phase2"]["curve"][-1]["seconds"] / 60, 1)
+    # the second phase started from the file's (F16) weights and the first run's towers
+    start, = work.glob("start-*")
+    init, = work.glob("init-*")
+    started, towers = load_file(start / "model.safetensors"), load_file(init / "model.safetensors")
+    config = json.loads((init / "config.json").read_text())
+    for name, weight in read_text_weights(text, config).items():
+        np.testing.assert_array_equal(started[name], weight, err_msg=name)
+    for name in (n for n in towers if n.startswith(("visual.", "audio_tower."))):
+        np.testing.assert_array_equal(started[name], towers[name], err_msg=name)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--start-from", "x.gguf"], "--start-from and --phases-done go together"),
+    (["--phase", "1:12-12@6", "--start-from", "x.gguf", "--phases-done", "1"], "must leave a phase to train"),
+    (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "missing.gguf", "--phases-done", "1"],
+     "no such file"),
+])
+def test_a_bad_start_is_refused(trainer, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        trainer.main([*extra, "--work-dir", str(tmp_path)])
+    assert message in capsys.readouterr().err
+
+
+def test_a_text_file_of_another_tokenizer_is_refused(trainer, tmp_path, tiny_gguf):
+    """A language model trained on other token ids would read every token as another."""
+    args = ["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--vision", "frozen", "--work-dir", str(tmp_path),
+            "--out-dir", str(tmp_path / "out"), "--report", str(tmp_path / "r.json"), "--threads", "2"]
+    with pytest.raises(SystemExit, match="not the one these settings build"):
+        trainer.main([*args, "--start-from", str(tiny_gguf("base", "f32")), "--phases-done", "1"])
+
+
 def test_a_pretrained_tower_needs_a_step(trainer, tmp_path, capsys):
     with pytest.raises(SystemExit):
         trainer.main(["--vision", "pretrained", "--vision-pretraining-steps", "0", "--work-dir", str(tmp_path)])

@@ -259,3 +259,32 @@ def test_info_rejects_missing_foreign_and_truncated_files(tiny_gguf, tmp_path):
     for path, message in [(tmp_path / "absent.gguf", "does not exist"), (not_gguf, "not a GGUF file"), (truncated, "truncated")]:
         with pytest.raises(ModelFileError, match=message):
             describe(path)
+
+
+@pytest.mark.parametrize("config, kw", FORMS)
+@pytest.mark.parametrize("outtype", ["f32", "f16", "q8_0"])
+def test_text_weights_read_back_as_the_checkpoints(tiny_thinker, tiny_gguf, config, kw, outtype):
+    """The way back (GGUF -> HF names) gives every text tensor of the checkpoint: exactly from F32, within
+    the storage type's rounding otherwise (the bounds above), and a tied head as the embedding table."""
+    from omnimem_cpp.convert.qwen25_omni import read_text_weights
+
+    ckpt = tiny_thinker(config, **kw)
+    hf = tiny_models.checkpoint_tensors(ckpt)
+    weights = read_text_weights(tiny_gguf(config, outtype, **kw), json.loads((ckpt / "config.json").read_text()))
+    text_names = {n for n in hf if n.startswith(("model.", "lm_head."))}
+    assert set(weights) == text_names | {"lm_head.weight"}
+    for name, w in weights.items():
+        x = hf["model.embed_tokens.weight"] if name == "lm_head.weight" and name not in hf else hf[name]
+        assert w.dtype == np.float32 and w.shape == x.shape, name
+        blocks = x.reshape(-1, 32) if x.ndim == 2 else x.reshape(1, -1)
+        amax = np.repeat(np.abs(blocks).max(axis=1), blocks.shape[1]).reshape(x.shape)
+        bound = {"f32": 0.0, "f16": np.abs(x) * 2.0**-11 + 1e-7, "q8_0": amax / 127 / 2 + amax * 2.0**-10}[outtype]
+        assert np.all(np.abs(w - x) <= bound), name
+
+
+def test_text_weights_of_another_model_size_are_refused(tiny_thinker, tiny_gguf):
+    from omnimem_cpp.convert.qwen25_omni import read_text_weights
+
+    other = json.loads((tiny_thinker("gqa4") / "config.json").read_text())
+    with pytest.raises(ConversionError, match="another size|no tensor"):
+        read_text_weights(tiny_gguf("base", "f32"), other)

@@ -548,16 +548,14 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     # training time so far, carried across resumes (checkpoints fall on curve points)
     seconds_before, resumed_at = (curve[-1].get("seconds", 0.0) if curve else 0.0), time.time()
     bar = tqdm(range(first_step, steps), desc="training", unit="step", initial=first_step, total=steps)
-    for step in bar:
-        data = streams(step)
-        inputs, pos = seq.stream_inputs(embed, data, seq.stretch(data, rng), vision)
+
+    def learn(data: dict, stretch, picked: list) -> tuple:
+        """One optimizer step on a stream and its picked questions; (loss, whether each first answer token
+        was right)."""
+        inputs, pos = seq.stream_inputs(embed, data, stretch, vision)
         position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
         out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
         cache = out.past_key_values
-        # the same number of each kind (where there are enough), so that the kinds with many questions
-        # (pairs of names) do not crowd out the others
-        picked = [(kind, qs[i]) for kind, qs in data["questions"].items()
-                  for i in rng.choice(len(qs), size=min(len(qs), data["per_kind"]), replace=False)]
         rows = [seq.question_ids(*q) for _, q in picked]
         width = max(len(r[0]) for r in rows)
         ids = torch.full((len(rows), width), special["<|endoftext|>"])
@@ -575,13 +573,24 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
         answer_rows = targets[:, :] != -100
         first_answer = answer_rows.float().argmax(1)
         hits = (logits.argmax(-1)[torch.arange(len(rows)), first_answer] ==
                 targets[torch.arange(len(rows)), first_answer]).tolist()
-        window.append((loss.item(), [(kind, hit) for (kind, _), hit in zip(picked, hits)]))
-        if len(window) == 50 or step == steps - 1:
+        return loss.item(), hits
+
+    for step in bar:
+        data = streams(step)
+        stretch = seq.stretch(data, rng)
+        # the same number of each kind (where there are enough), so that the kinds with many questions
+        # (pairs of names) do not crowd out the others
+        picked = [(kind, qs[i]) for kind, qs in data["questions"].items()
+                  for i in rng.choice(len(qs), size=min(len(qs), data["per_kind"]), replace=False)]
+        if picked:      # a phase asking a few kinds meets streams with none of them: those teach nothing
+            loss, hits = learn(data, stretch, picked)
+            window.append((loss, [(kind, hit) for (kind, _), hit in zip(picked, hits)]))
+        sched.step()
+        if window and ((step + 1) % 50 == 0 or step == steps - 1):
             answers = [a for _, step_answers in window for a in step_answers]
             by_kind = {k: round(float(np.mean([h for kk, h in answers if kk == k])), 3)
                        for k in dict.fromkeys(k for k, _ in answers)}
@@ -592,7 +601,8 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
             log(f"step {step + 1}: loss {point['loss']:.4f}, answer accuracy {point['accuracy']:.3f} "
                 f"({', '.join(f'{k} {v:.2f}' for k, v in by_kind.items())})")
             window = []
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if window:
+            bar.set_postfix(loss=f"{window[-1][0]:.3f}")
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "curve": curve,

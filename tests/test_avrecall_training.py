@@ -295,6 +295,22 @@ def test_object_attention_reads_each_layer_of_an_untrained_thinker(trainer, tmp_
     assert not (tmp_path / "init" / "object-attention-text.gguf").exists()
 
 
+def test_a_phase_of_few_kinds_passes_over_streams_without_them(tmp_path, trainer):
+    """The third and fourth streams of this phase hold no count_at_sound question (none of their sounds has
+    a well-posed count); their steps pass without a gradient and the run ends with its curve."""
+    from omnimem_cpp.avrecall import Timeline, all_questions
+
+    phase = trainer.Phase.parse("4:12-12@6/count_at_sound")
+    asked = [sum(q.kind == "count_at_sound" for q in all_questions(cfg, Timeline(cfg)))
+             for cfg in (trainer.train_stream_config(0, phase, step) for step in range(4))]
+    assert asked[0] > 0 and asked[2:] == [0, 0]
+    report = tmp_path / "report.json"
+    assert trainer.main(["--phase", str(phase), "--vision", "frozen", "--work-dir", str(tmp_path / "work"),
+                         "--out-dir", str(tmp_path), "--report", str(report), "--threads", "2"]) == 0
+    curve = json.loads(report.read_text())["phase1"]["curve"]
+    assert [p["step"] for p in curve] == [4] and set(curve[0]["by_kind"]) == {"count_at_sound"}
+
+
 def test_a_run_with_other_tower_settings_does_not_take_an_earlier_start(tmp_path, trainer):
     """The start (seeded towers, standardised) is kept in the work folder for resumed runs; a run with
     another vision block gain in the same folder makes its own instead of taking the earlier one."""

@@ -33,7 +33,7 @@ import numpy as np
 
 from ._native import check, ffi, lib
 from .errors import InvalidArgumentError
-from .memory import Budget
+from .memory import AV_RATIO, Budget
 
 __all__ = ["allocate", "calibrate", "measure"]
 
@@ -91,7 +91,7 @@ def _measure_source(model, source, name: str, skip_chunks: int, max_seconds: flo
     return out.reshape(n_layer, 3, 2)
 
 
-def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2, av_ratio: float = 5.0,
+def allocate(signals: np.ndarray, average: int, *, temperature: float = 0.2, av_ratio: float = AV_RATIO,
              bounds: tuple[float, float] = LAYER_BOUNDS) -> list[tuple[int, int]]:
     """Per-layer ``(audio, visual)`` budgets from measured ``signals`` (see :func:`measure`) for an average of
     ``average`` media rows per layer, each layer's total between ``bounds`` times the average."""
@@ -125,7 +125,7 @@ def _bounded_shares(logits: np.ndarray, low: float, high: float) -> np.ndarray:
     n = len(logits)
     z = logits - logits.max()
 
-    def total(log_c: float) -> np.ndarray:
+    def shares(log_c: float) -> np.ndarray:
         with np.errstate(over="ignore"):        # a value past ``high`` is clipped to it anyway
             return np.clip(np.exp(log_c + z), low, high)
 
@@ -134,12 +134,12 @@ def _bounded_shares(logits: np.ndarray, low: float, high: float) -> np.ndarray:
     lo_c, hi_c = math.log(1 / n), math.log(min(high, n)) - z.min()
     for _ in range(200):
         mid = (lo_c + hi_c) / 2
-        lo_c, hi_c = (mid, hi_c) if total(mid).sum() < n else (lo_c, mid)
-    return total(hi_c)
+        lo_c, hi_c = (mid, hi_c) if shares(mid).sum() < n else (lo_c, mid)
+    return shares(hi_c)
 
 
 def calibrate(model, clips: Sequence, *, budget: int | str = "8k", temperature: float = 0.2,
-              av_ratio: float = 5.0, skip_chunks: int = SKIP_CHUNKS, max_seconds: float = 120.0,
+              av_ratio: float = AV_RATIO, skip_chunks: int = SKIP_CHUNKS, max_seconds: float = 120.0,
               progress: bool = True) -> dict:
     """Measures the signals on ``clips`` and returns the budget table as the JSON-ready dict that
     ``budget=`` accepts (a path to it, or the dict)."""

@@ -679,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "its tokenizer must be the one these settings build")
     parser.add_argument("--phases-done", type=int, metavar="N",
                         help="with --start-from: how many of the --phase list the file has been trained on")
+    parser.add_argument("--grow-layers", type=int, default=0, metavar="N",
+                        help="with --start-from: add N decoder layers to the file's language model, spread "
+                             "between its layers and drawn so that they change nothing until trained")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", type=pathlib.Path, default=ROOT / "docs" / "avrecall-training.json",
                         help="the training report: settings, the loss curve, file sizes")
@@ -702,11 +705,41 @@ def phase_dir_name(init_digest: str, vision: str, lr: float, curriculum: list) -
     return f"{head}{digest}-{curriculum[-1].dir_name()}"
 
 
+def grow_text_layers(state: dict, config: dict, extra: int, seed: int) -> None:
+    """Adds ``extra`` decoder layers to the language model in ``state`` (HF names) and ``config``, spread evenly
+    between the old ones (with 4 and 2: old 0, 1, new, old 2, 3, new). A new layer is drawn as transformers
+    draws one, except that the two projections writing into the residual stream (attention output, MLP down)
+    are zero: it adds nothing until training moves them, so the grown model answers exactly as the file did."""
+    text = config["text_config"]
+    old = text["num_hidden_layers"]
+    after = {round((j + 1) * old / extra) - 1 for j in range(extra)}
+    prefix = "model.layers."
+    layers = [{k[len(f"{prefix}{i}."):]: v for k, v in state.items() if k.startswith(f"{prefix}{i}.")}
+              for i in range(old)]
+    gen = torch.Generator().manual_seed(seed)
+    grown = []
+    for i, layer in enumerate(layers):
+        grown.append(layer)
+        if i in after:
+            grown.append({name: (torch.ones_like(w) if name.endswith("layernorm.weight") else
+                                 torch.zeros_like(w) if name.endswith("bias") or
+                                 name in ("self_attn.o_proj.weight", "mlp.down_proj.weight") else
+                                 torch.randn(w.shape, generator=gen) * text.get("initializer_range", 0.02))
+                          for name, w in layer.items()})
+    for k in [k for k in state if k.startswith(prefix)]:
+        del state[k]
+    for i, layer in enumerate(grown):
+        state.update({f"{prefix}{i}.{name}": w for name, w in layer.items()})
+    text["num_hidden_layers"] = len(grown)
+    text["layer_types"] = [text["layer_types"][0]] * len(grown)
+
+
 def start_from_text_file(init_dir: pathlib.Path, start_dir: pathlib.Path, text_file: pathlib.Path,
-                         untrained_text: pathlib.Path) -> None:
+                         untrained_text: pathlib.Path, grow_layers: int = 0, seed: int = 0) -> None:
     """Writes into ``start_dir`` the initial thinker of ``init_dir`` (towers, tokenizer) with the language model
     of the converted ``text_file``, whose vocabulary must be that of ``untrained_text`` (converted from
-    ``init_dir``): a file trained on another tokenizer would read every token as another."""
+    ``init_dir``): a file trained on another tokenizer would read every token as another. ``grow_layers``
+    adds that many identity layers (grow_text_layers)."""
     from gguf import GGUFReader
     from safetensors.torch import load_file, save_file
 
@@ -721,10 +754,13 @@ def start_from_text_file(init_dir: pathlib.Path, start_dir: pathlib.Path, text_f
     config = json.loads((init_dir / "config.json").read_text())
     for name, weight in read_text_weights(text_file, config).items():
         state[name] = torch.from_numpy(weight.copy())
+    if grow_layers:
+        grow_text_layers(state, config, grow_layers, seed)
     start_dir.mkdir(parents=True, exist_ok=True)
     for f in init_dir.iterdir():
-        if f.is_file() and f.name != "model.safetensors":
+        if f.is_file() and f.name not in ("model.safetensors", "config.json"):
             (start_dir / f.name).write_bytes(f.read_bytes())
+    (start_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     save_file(state, start_dir / "model.safetensors", metadata={"format": "pt"})
 
 
@@ -747,6 +783,8 @@ def main(argv=None) -> int:
                          f"{len(phases)} phases")
         if not args.start_from.is_file():
             parser.error(f"--start-from {args.start_from}: no such file")
+    if args.grow_layers < 0 or (args.grow_layers and args.start_from is None):
+        parser.error("--grow-layers takes a count of layers to add, and goes with --start-from")
     # named by everything the start depends on, since a resumed run takes the start it finds there
     text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads)
     default_kv = text_shape == TEXT
@@ -760,10 +798,12 @@ def main(argv=None) -> int:
                   [f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
                    f"--vision-block-gain {args.vision_block_gain}"] +
                   ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) + [f"--seed {args.seed}"] +
-                  ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else [])),
+                  ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else []) +
+                  ([f"--grow-layers {args.grow_layers}"] if args.grow_layers else [])),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
               "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
-              "text": text_shape, "vision": VISION, "audio": AUDIO}
+              "text": dict(text_shape, num_hidden_layers=text_shape["num_hidden_layers"] + args.grow_layers),
+              "vision": VISION, "audio": AUDIO}
     log = tqdm.write
 
     started = time.time()
@@ -782,10 +822,12 @@ def main(argv=None) -> int:
     previous = init_dir
     if args.start_from is not None:
         start_digest = hashlib.sha1(args.start_from.read_bytes()).hexdigest()[:10]
-        previous = work / f"start-{init_digest}-{start_digest}"
-        start_from_text_file(init_dir, previous, args.start_from, untrained_text)
+        previous = work / (f"start-{init_digest}-{start_digest}" +
+                           (f"-grow{args.grow_layers}" if args.grow_layers else ""))
+        start_from_text_file(init_dir, previous, args.start_from, untrained_text, args.grow_layers, args.seed)
         init_digest = hashlib.sha1((previous / "model.safetensors").read_bytes()).hexdigest()[:10]
-        report["start_from"] = {"file": args.start_from.name, "sha1": start_digest, "phases_done": phases_done}
+        report["start_from"] = {"file": args.start_from.name, "sha1": start_digest, "phases_done": phases_done,
+                                "grown_layers": args.grow_layers}
     with om.Model(untrained_text, mmproj=mmproj, n_threads=args.threads) as model:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
         log(f"runtime vs reproduced layout: max relative logit difference {report['layout_check_rel_error']:.2e}")

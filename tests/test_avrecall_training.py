@@ -355,11 +355,55 @@ def test_a_run_can_start_from_a_trained_text_file(tmp_path, trainer):
         np.testing.assert_array_equal(started[name], towers[name], err_msg=name)
 
 
+def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
+    """--grow-layers adds layers that write nothing into the residual stream until trained: the grown start
+    gives transformers' logits of the file's own language model, keeps the file's layers in order, and a run
+    from it writes a text file with the added layers that the runtime loads."""
+    import torch
+
+    import omnimem_cpp as om
+
+    work, first = tmp_path / "work", tmp_path / "first"
+    common = ["--vision", "frozen", "--work-dir", str(work), "--threads", "2"]
+    assert trainer.main(["--phase", "1:12-12@6", "--out-dir", str(first), "--report", str(tmp_path / "r1.json"),
+                         *common]) == 0
+    text, init = first / "avrecall-text.gguf", next(work.glob("init-*"))
+    thinkers = {}
+    for grow in (0, 3):
+        trainer.start_from_text_file(init, tmp_path / f"start-{grow}", text, work / "untrained-text.gguf", grow)
+        thinkers[grow] = trainer.tiny_models.load_thinker(tmp_path / f"start-{grow}")
+    n_layers = trainer.TEXT["num_hidden_layers"]
+    assert len(thinkers[3].model.layers) == n_layers + 3
+    # 4 old layers, 3 new ones after old layers 0, 2 and 3
+    for new, old in enumerate([0, None, 1, 2, None, 3, None]):
+        if old is not None:
+            assert torch.equal(thinkers[3].model.layers[new].mlp.up_proj.weight,
+                               thinkers[0].model.layers[old].mlp.up_proj.weight)
+    embeddings = torch.randn(1, 40, trainer.TEXT["hidden_size"], generator=torch.Generator().manual_seed(1))
+    positions = torch.arange(40)[None, None, :].expand(3, 1, 40)
+    with torch.no_grad():
+        logits = [t.lm_head(t.model(inputs_embeds=embeddings, position_ids=positions).last_hidden_state)
+                  for t in thinkers.values()]
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
+
+    report = tmp_path / "r2.json"
+    assert trainer.main(["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", str(text),
+                         "--phases-done", "1", "--grow-layers", "2", "--out-dir", str(tmp_path / "second"),
+                         "--report", str(report), *common]) == 0
+    written = json.loads(report.read_text())
+    assert written["text"]["num_hidden_layers"] == n_layers + 2 and "--grow-layers 2" in written["command"]
+    assert written["start_from"]["grown_layers"] == 2 and written["trained_check_rel_error"] < 1e-5
+    second = tmp_path / "second"
+    with om.Model(second / "avrecall-text.gguf", mmproj=second / "avrecall-mmproj.gguf") as model:
+        assert model.info.n_layer == n_layers + 2
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--start-from", "x.gguf"], "--start-from and --phases-done go together"),
     (["--phase", "1:12-12@6", "--start-from", "x.gguf", "--phases-done", "1"], "must leave a phase to train"),
     (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "missing.gguf", "--phases-done", "1"],
      "no such file"),
+    (["--phase", "1:12-12@6", "--grow-layers", "1"], "goes with --start-from"),
 ])
 def test_a_bad_start_is_refused(trainer, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):

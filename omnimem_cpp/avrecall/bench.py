@@ -137,21 +137,25 @@ class PolicySpec:
         """A stream of ``model`` under this policy with ``budget`` media rows per layer: split alike in every
         layer (audio 1 / (1 + av_ratio)), or, calibrated, by the method's allocation over layers and
         modalities from the model's signals on the calibration streams."""
-        options = dict(self.settings)
-        av_ratio = options.pop("av_ratio", AV_RATIO)
-        if options.pop("calibrated", False):
+        if self.calibrated:
             spread = Budget(table=self.calibrated_table(calibration_signals(model), budget))
         else:
-            spread = Budget(tokens=budget, av_ratio=av_ratio)
+            spread = Budget(tokens=budget, av_ratio=self.av_ratio)
+        # the rest are the stream's own settings
+        options = {k: v for k, v in self.settings if k not in ("av_ratio", "calibrated")}
         return model.stream(policy=self.policy, budget=spread, **options)
 
     @property
     def calibrated(self) -> bool:
         return dict(self.settings).get("calibrated", False)
 
+    @property
+    def av_ratio(self) -> float:
+        return dict(self.settings).get("av_ratio", AV_RATIO)
+
     def calibrated_table(self, signals: np.ndarray, budget: int) -> list:
         """The per-layer (audio, visual) rows a calibrated cell of this spec keeps at ``budget``."""
-        return allocate(signals, budget, av_ratio=dict(self.settings).get("av_ratio", AV_RATIO))
+        return allocate(signals, budget, av_ratio=self.av_ratio)
 
 
 def parse_policy(spec: str) -> PolicySpec:

@@ -715,7 +715,8 @@ def grow_text_layers(state: dict, config: dict, extra: int, seed: int) -> None:
     are zero: it adds nothing until training moves them, so the grown model answers exactly as the file did."""
     text = config["text_config"]
     old = text["num_hidden_layers"]
-    after = {round((j + 1) * old / extra) - 1 for j in range(extra)}
+    # how many new layers follow each old one (several, when there are more new than old)
+    after = Counter(round((j + 1) * old / extra) - 1 for j in range(extra))
     prefix = "model.layers."
     layers = [{k[len(f"{prefix}{i}."):]: v for k, v in state.items() if k.startswith(f"{prefix}{i}.")}
               for i in range(old)]
@@ -723,7 +724,7 @@ def grow_text_layers(state: dict, config: dict, extra: int, seed: int) -> None:
     grown = []
     for i, layer in enumerate(layers):
         grown.append(layer)
-        if i in after:
+        for _ in range(after[i]):
             grown.append({name: (torch.ones_like(w) if name.endswith("layernorm.weight") else
                                  torch.zeros_like(w) if name.endswith("bias") or
                                  name in ("self_attn.o_proj.weight", "mlp.down_proj.weight") else

@@ -369,11 +369,11 @@ def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
                          *common]) == 0
     text, init = first / "avrecall-text.gguf", next(work.glob("init-*"))
     thinkers = {}
-    for grow in (0, 3):
+    for grow in (0, 3, 6):
         trainer.start_from_text_file(init, tmp_path / f"start-{grow}", text, work / "untrained-text.gguf", grow)
         thinkers[grow] = trainer.tiny_models.load_thinker(tmp_path / f"start-{grow}")
     n_layers = trainer.TEXT["num_hidden_layers"]
-    assert len(thinkers[3].model.layers) == n_layers + 3
+    assert [len(t.model.layers) for t in thinkers.values()] == [n_layers, n_layers + 3, n_layers + 6]
     # 4 old layers, 3 new ones after old layers 0, 2 and 3
     for new, old in enumerate([0, None, 1, 2, None, 3, None]):
         if old is not None:
@@ -385,6 +385,7 @@ def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
         logits = [t.lm_head(t.model(inputs_embeds=embeddings, position_ids=positions).last_hidden_state)
                   for t in thinkers.values()]
     torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
+    torch.testing.assert_close(logits[2], logits[0], rtol=0, atol=0)
 
     report = tmp_path / "r2.json"
     assert trainer.main(["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", str(text),

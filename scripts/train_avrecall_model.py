@@ -721,15 +721,19 @@ def grow_text_layers(state: dict, config: dict, extra: int, seed: int) -> None:
     layers = [{k[len(f"{prefix}{i}."):]: v for k, v in state.items() if k.startswith(f"{prefix}{i}.")}
               for i in range(old)]
     gen = torch.Generator().manual_seed(seed)
+
+    def new_weight(name: str, like: torch.Tensor) -> torch.Tensor:
+        if name.endswith("layernorm.weight"):
+            return torch.ones_like(like)
+        if name.endswith("bias") or name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+            return torch.zeros_like(like)
+        return torch.randn(like.shape, generator=gen) * text.get("initializer_range", 0.02)
+
     grown = []
     for i, layer in enumerate(layers):
         grown.append(layer)
         for _ in range(after[i]):
-            grown.append({name: (torch.ones_like(w) if name.endswith("layernorm.weight") else
-                                 torch.zeros_like(w) if name.endswith("bias") or
-                                 name in ("self_attn.o_proj.weight", "mlp.down_proj.weight") else
-                                 torch.randn(w.shape, generator=gen) * text.get("initializer_range", 0.02))
-                          for name, w in layer.items()})
+            grown.append({name: new_weight(name, w) for name, w in layer.items()})
     for k in [k for k in state if k.startswith(prefix)]:
         del state[k]
     for i, layer in enumerate(grown):

@@ -324,6 +324,15 @@ def test_a_run_with_other_tower_settings_does_not_take_an_earlier_start(tmp_path
     assert reports[0] == reports[2] and reports[0]["visual"] != reports[1]["visual"]
 
 
+def first_text_file(trainer, tmp_path) -> tuple:
+    """A one-phase run to start from: (its work folder, its text file, the options a later run shares)."""
+    work, first = tmp_path / "work", tmp_path / "first"
+    common = ["--vision", "frozen", "--work-dir", str(work), "--threads", "2"]
+    assert trainer.main(["--phase", "1:12-12@6", "--out-dir", str(first), "--report", str(tmp_path / "r1.json"),
+                         *common]) == 0
+    return work, first / "avrecall-text.gguf", common
+
+
 def test_a_run_can_start_from_a_trained_text_file(tmp_path, trainer):
     """--start-from takes the language model of a text file as the outcome of the first --phases-done
     phases: only the later phases train, from the file's weights, on the towers these settings build."""
@@ -331,11 +340,7 @@ def test_a_run_can_start_from_a_trained_text_file(tmp_path, trainer):
 
     from omnimem_cpp.convert.qwen25_omni import read_text_weights
 
-    work, first = tmp_path / "work", tmp_path / "first"
-    common = ["--vision", "frozen", "--work-dir", str(work), "--threads", "2"]
-    assert trainer.main(["--phase", "1:12-12@6", "--out-dir", str(first), "--report", str(tmp_path / "r1.json"),
-                         *common]) == 0
-    text = first / "avrecall-text.gguf"
+    work, text, common = first_text_file(trainer, tmp_path)
     report = tmp_path / "r2.json"
     assert trainer.main(["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", str(text),
                          "--phases-done", "1", "--out-dir", str(tmp_path / "second"), "--report", str(report),
@@ -363,11 +368,8 @@ def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
 
     import omnimem_cpp as om
 
-    work, first = tmp_path / "work", tmp_path / "first"
-    common = ["--vision", "frozen", "--work-dir", str(work), "--threads", "2"]
-    assert trainer.main(["--phase", "1:12-12@6", "--out-dir", str(first), "--report", str(tmp_path / "r1.json"),
-                         *common]) == 0
-    text, init = first / "avrecall-text.gguf", next(work.glob("init-*"))
+    work, text, common = first_text_file(trainer, tmp_path)
+    init = next(work.glob("init-*"))
     thinkers = {}
     for grow in (0, 3, 6):
         trainer.start_from_text_file(init, tmp_path / f"start-{grow}", text, work / "untrained-text.gguf", grow)

@@ -450,6 +450,31 @@ class Sequence:
         pos = np.concatenate([stream_pos, np.repeat(text_pos[:, None], 3, axis=1)])
         return inputs, torch.from_numpy(pos.T.copy())[:, None, :]
 
+    def packed_questions(self, questions: list, stream_positions: np.ndarray) -> dict:
+        """``questions`` ((text, answer) pairs) side by side in one row after the stream, each seeing the
+        stream and itself only, so that the stream's K/V serves them all without a copy per question:
+        token ids [1, m], answer targets [m] (-100 elsewhere), position ids [3, 1, m], the attention
+        mask [1, 1, m, n + m] (True: may attend) over the stream's n rows and the row, which question each
+        token belongs to, and where each question's answer starts."""
+        rows = [self.question_ids(*q) for q in questions]
+        n, m = len(stream_positions), sum(len(ids) for ids, _ in rows)
+        targets = torch.full((m,), -100)
+        mask = torch.zeros((m, n + m), dtype=torch.bool)
+        mask[:, :n] = True
+        question_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(ids) for ids, _ in rows]))
+        positions, first_answer, start = [], [], 0
+        for ids, n_answer in rows:
+            end = start + len(ids)
+            targets[end - n_answer - 1:end - 1] = torch.tensor(ids[-n_answer:])
+            mask[start:end, n + start:n + end] = torch.ones(len(ids), len(ids), dtype=torch.bool).tril()
+            positions.append(self.question_positions(stream_positions, len(ids)))
+            first_answer.append(end - n_answer - 1)
+            start = end
+        pos = torch.from_numpy(np.concatenate(positions))
+        return {"ids": torch.tensor([t for ids, _ in rows for t in ids])[None], "targets": targets,
+                "position_ids": pos[None, None, :].expand(3, 1, m), "mask": mask[None, None],
+                "question_of": question_of, "first_answer": torch.tensor(first_answer)}
+
     @staticmethod
     def question_positions(stream_positions: np.ndarray, n: int) -> np.ndarray:
         """Positions of the n tokens after the stream: the two closing tokens share max + 1, text follows."""
@@ -497,15 +522,16 @@ class TrainingStreams:
         return data
 
 
-def answer_loss(logits: torch.Tensor, targets: torch.Tensor, picked: list, weights) -> torch.Tensor:
-    """The cross-entropy on the answer tokens (targets -100 elsewhere), their mean; with ``weights``
-    ({(kind, answer): weight}, answer_weights) each question's tokens count by its answer's weight."""
-    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+def answer_loss(logits: torch.Tensor, targets: torch.Tensor, question_of: torch.Tensor, picked: list,
+                weights) -> torch.Tensor:
+    """The cross-entropy on the answer tokens of packed questions (logits [m, vocab], targets [m], -100 off
+    the answers), their mean; with ``weights`` ({(kind, answer): weight}, answer_weights) each token counts
+    by the weight of its question's answer (``question_of`` [m]: the token's index in ``picked``)."""
     if weights is None:
-        return torch.nn.functional.cross_entropy(flat_logits, flat_targets)
-    per_token = torch.nn.functional.cross_entropy(flat_logits, flat_targets, reduction="none").view(targets.shape)
-    row_weight = torch.tensor([weights.get((kind, answer), MAX_ANSWER_WEIGHT) for kind, (_, answer) in picked])
-    token_weight = row_weight[:, None] * (targets != -100)
+        return torch.nn.functional.cross_entropy(logits, targets)
+    per_token = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    question_weight = torch.tensor([weights.get((kind, answer), MAX_ANSWER_WEIGHT) for kind, (_, answer) in picked])
+    token_weight = question_weight[question_of] * (targets != -100)
     return (per_token * token_weight).sum() / token_weight.sum()
 
 
@@ -558,28 +584,17 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
         inputs, pos = seq.stream_inputs(embed, data, stretch, vision)
         position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
         out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
-        cache = out.past_key_values
-        rows = [seq.question_ids(*q) for _, q in picked]
-        width = max(len(r[0]) for r in rows)
-        ids = torch.full((len(rows), width), special["<|endoftext|>"])
-        targets = torch.full((len(rows), width), -100)
-        for k, (r, n_answer) in enumerate(rows):
-            ids[k, :len(r)] = torch.tensor(r)
-            targets[k, len(r) - n_answer - 1:len(r) - 1] = torch.tensor(r[len(r) - n_answer:])
-        q_pos = torch.from_numpy(seq.question_positions(pos, width))
-        q_position_ids = q_pos[None, None, :].expand(3, len(rows), width)
-        cache.batch_repeat_interleave(len(rows))
-        logits = head(text_model(inputs_embeds=embed(ids), position_ids=q_position_ids, past_key_values=cache,
-                                 use_cache=True).last_hidden_state)
-        loss = answer_loss(logits, targets, picked, data.get("answer_weights"))
+        batch = seq.packed_questions([q for _, q in picked], pos)
+        logits = head(text_model(inputs_embeds=embed(batch["ids"]), position_ids=batch["position_ids"],
+                                 attention_mask=batch["mask"], past_key_values=out.past_key_values,
+                                 use_cache=True).last_hidden_state[0])
+        loss = answer_loss(logits, batch["targets"], batch["question_of"], picked, data.get("answer_weights"))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        answer_rows = targets[:, :] != -100
-        first_answer = answer_rows.float().argmax(1)
-        hits = (logits.argmax(-1)[torch.arange(len(rows)), first_answer] ==
-                targets[torch.arange(len(rows)), first_answer]).tolist()
+        first = batch["first_answer"]
+        hits = (logits[first].argmax(-1) == batch["targets"][first]).tolist()
         return loss.item(), hits
 
     for step in bar:

@@ -151,21 +151,77 @@ def test_the_answer_loss_is_the_mean_cross_entropy_weighted_by_answer(trainer):
     import torch
 
     torch.manual_seed(0)
-    logits = torch.randn(3, 5, 11)
-    targets = torch.full((3, 5), -100)
-    targets[0, 2:4], targets[1, 3], targets[2, 1:5] = torch.tensor([4, 7]), 2, torch.tensor([1, 1, 9, 0])
+    logits = torch.randn(12, 11)
+    targets = torch.full((12,), -100)
+    targets[2:4], targets[6], targets[8:12] = torch.tensor([4, 7]), 2, torch.tensor([1, 1, 9, 0])
+    question_of = torch.tensor([0] * 4 + [1] * 3 + [2] * 5)     # three packed questions of 4, 3 and 5 tokens
     picked = [("sound_played", ("q", "yes")), ("count_at_sound", ("q", "1")), ("count_at_sound", ("q", "3"))]
-    plain = trainer.answer_loss(logits, targets, picked, None)
-    assert plain == pytest.approx(torch.nn.functional.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1)))
+    plain = trainer.answer_loss(logits, targets, question_of, picked, None)
+    assert plain == pytest.approx(torch.nn.functional.cross_entropy(logits, targets))
     weights = {("sound_played", "yes"): 1.0, ("count_at_sound", "1"): 1.0, ("count_at_sound", "3"): 1.0}
-    assert trainer.answer_loss(logits, targets, picked, weights) == pytest.approx(plain)
+    assert trainer.answer_loss(logits, targets, question_of, picked, weights) == pytest.approx(plain)
     weights[("count_at_sound", "3")] = 3.0
     token = torch.log_softmax(logits, -1)
-    nll = [-token[r, c, targets[r, c]] for r in range(3) for c in range(5) if targets[r, c] != -100]
-    rows = [r for r in range(3) for c in range(5) if targets[r, c] != -100]
-    w = [3.0 if r == 2 else 1.0 for r in rows]
-    expected = sum(wi * li for wi, li in zip(w, nll)) / sum(w)
-    assert trainer.answer_loss(logits, targets, picked, weights) == pytest.approx(expected)
+    answer_tokens = [t for t in range(12) if targets[t] != -100]
+    w = [3.0 if question_of[t] == 2 else 1.0 for t in answer_tokens]
+    expected = sum(wi * -token[t, targets[t]] for wi, t in zip(w, answer_tokens)) / sum(w)
+    assert trainer.answer_loss(logits, targets, question_of, picked, weights) == pytest.approx(expected)
+
+
+def test_packed_questions_learn_as_each_asked_alone_after_the_stream(trainer, tmp_path):
+    """Training asks a stream's questions side by side in one row after its K/V, each masked to the stream
+    and itself: the loss, its gradients and the first answer tokens are those of transformers reading the
+    stream followed by each question alone (plain causal attention), averaged over the answer tokens."""
+    import torch
+    from transformers import AutoTokenizer
+
+    hf = trainer.build_checkpoint(tmp_path / "hf", seed=0)
+    thinker = trainer.tiny_models.load_thinker(hf).train()
+    tok = AutoTokenizer.from_pretrained(hf)
+    seq = trainer.Sequence(tok, {t: tok.convert_tokens_to_ids(t) for t, _ in trainer.tiny_models.ADDED_TOKENS})
+    text_model, head = thinker.model, thinker.lm_head
+    embed = text_model.get_input_embeddings()
+    gen = torch.Generator().manual_seed(3)
+    n = 60
+    layout = {"embeddings": torch.randn(n, trainer.TEXT["hidden_size"], generator=gen).numpy(), "videos": []}
+    positions = np.repeat(np.cumsum(np.random.default_rng(3).integers(0, 3, n))[:, None], 3, axis=1)
+    questions = [("Did a bell sound?", "yes"), ("How many objects were on screen when the drum played?", "2"),
+                 ("Which came first, the red circle or the horn?", "the horn")]
+    params = [p for p in thinker.parameters() if p.requires_grad]
+
+    def gradients(loss):
+        thinker.zero_grad()
+        loss.backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    inputs, pos = seq.stream_inputs(embed, layout, positions)
+    out = text_model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :], use_cache=True)
+    batch = seq.packed_questions(questions, pos)
+    logits = head(text_model(inputs_embeds=embed(batch["ids"]), position_ids=batch["position_ids"],
+                             attention_mask=batch["mask"], past_key_values=out.past_key_values,
+                             use_cache=True).last_hidden_state[0])
+    picked = [("kind", q) for q in questions]
+    packed_loss = trainer.answer_loss(logits, batch["targets"], batch["question_of"], picked, None)
+    packed_first = logits[batch["first_answer"]].argmax(-1)
+    packed_grads = gradients(packed_loss)
+
+    nll, first = [], []
+    for question, answer in questions:
+        ids, n_answer = seq.question_ids(question, answer)
+        inputs, pos = seq.stream_inputs(embed, layout, positions)
+        text_pos = seq.question_positions(pos, len(ids))
+        all_pos = np.concatenate([pos, np.repeat(text_pos[:, None], 3, axis=1)])
+        alone = head(text_model(inputs_embeds=torch.cat([inputs, embed(torch.tensor(ids))[None]], dim=1),
+                                position_ids=torch.from_numpy(all_pos.T.copy())[:, None, :]).last_hidden_state[0])
+        predicting = alone[len(pos) + len(ids) - n_answer - 1:len(pos) + len(ids) - 1]
+        nll.append(torch.nn.functional.cross_entropy(predicting, torch.tensor(ids[-n_answer:]), reduction="none"))
+        first.append(predicting[0].argmax())
+    alone_loss = torch.cat(nll).mean()
+    assert len(batch["first_answer"]) == 3 and int((batch["targets"] != -100).sum()) == len(torch.cat(nll))
+    assert packed_loss.item() == pytest.approx(alone_loss.item(), rel=1e-5)
+    assert packed_first.tolist() == torch.stack(first).tolist()
+    for p, a in zip(packed_grads, gradients(alone_loss)):
+        torch.testing.assert_close(p, a, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("text", ["10:6-8@6/audio/colour_at_sound", "10:6-8@6/loudness", "10:6-8@6/x/y"])

@@ -691,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-kv-heads", type=int, choices=(1, 2, 4), default=TEXT["num_key_value_heads"],
                         help="the language model's key/value heads, shared by its "
                              f"{TEXT['num_attention_heads']} query heads (default {TEXT['num_key_value_heads']})")
+    parser.add_argument("--text-layers", type=int, default=TEXT["num_hidden_layers"], metavar="N",
+                        help=f"the language model's decoder layers (default {TEXT['num_hidden_layers']}); "
+                             "a start from a text file keeps the file's, see --grow-layers")
     parser.add_argument("--start-from", type=pathlib.Path, metavar="TEXT.gguf",
                         help="take the language model from this text file (the shipped one, say) as the "
                              "outcome of the first --phases-done phases, and train only the phases after them; "
@@ -797,6 +800,9 @@ def main(argv=None) -> int:
     pretraining_steps = args.vision_pretraining_steps if args.vision == "pretrained" else 0
     if args.vision == "pretrained" and pretraining_steps < 1:
         parser.error("--vision-pretraining-steps must be at least 1")
+    if args.text_layers < 1 or (args.text_layers != TEXT["num_hidden_layers"] and args.start_from is not None):
+        parser.error("--text-layers takes a count of at least 1, and not with --start-from (the file has its "
+                     "layers; --grow-layers adds to them)")
     if (args.start_from is None) != (args.phases_done is None):
         parser.error("--start-from and --phases-done go together")
     phases_done = args.phases_done or 0
@@ -809,18 +815,21 @@ def main(argv=None) -> int:
     if args.grow_layers < 0 or (args.grow_layers and args.start_from is None):
         parser.error("--grow-layers takes a count of layers to add, and goes with --start-from")
     # named by everything the start depends on, since a resumed run takes the start it finds there
-    text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads)
-    default_kv = text_shape == TEXT
+    text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads, num_hidden_layers=args.text_layers)
+    default_kv = args.text_kv_heads == TEXT["num_key_value_heads"]
+    default_layers = args.text_layers == TEXT["num_hidden_layers"]
     init_dir = work / (f"init-{args.seed}-gain{args.vision_block_gain:g}-marker{args.modality_marker:g}"
                        + (f"-vision{pretraining_steps}" if pretraining_steps else "")
-                       + ("" if default_kv else f"-kv{args.text_kv_heads}"))
+                       + ("" if default_kv else f"-kv{args.text_kv_heads}")
+                       + ("" if default_layers else f"-layers{args.text_layers}"))
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
                   [f"--vision {args.vision}"] +
                   ([f"--vision-pretraining-steps {args.vision_pretraining_steps}"] if args.vision == "pretrained" else []) +
                   [f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
                    f"--vision-block-gain {args.vision_block_gain}"] +
-                  ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) + [f"--seed {args.seed}"] +
+                  ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) +
+                  ([] if default_layers else [f"--text-layers {args.text_layers}"]) + [f"--seed {args.seed}"] +
                   ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else []) +
                   ([f"--grow-layers {args.grow_layers}"] if args.grow_layers else [])),
               "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,

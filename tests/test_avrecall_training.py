@@ -463,6 +463,9 @@ def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
     (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "missing.gguf", "--phases-done", "1"],
      "no such file"),
     (["--phase", "1:12-12@6", "--grow-layers", "1"], "goes with --start-from"),
+    (["--phase", "1:12-12@6", "--text-layers", "0"], "--text-layers takes a count of at least 1"),
+    (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "x.gguf", "--phases-done", "1",
+      "--text-layers", "6"], "not with --start-from"),
 ])
 def test_a_bad_start_is_refused(trainer, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):
@@ -484,30 +487,34 @@ def test_a_pretrained_tower_needs_a_step(trainer, tmp_path, capsys):
     assert "--vision-pretraining-steps must be at least 1" in capsys.readouterr().err
 
 
-def test_more_key_value_heads_change_only_the_language_model(trainer, tmp_path):
-    """--text-kv-heads 4 gives every query head its own keys: the converted model says so, the run keeps its
-    own start beside the default one, and the towers are drawn the same (their weights do not depend on it)."""
+def test_another_text_shape_changes_only_the_language_model(trainer, tmp_path):
+    """--text-kv-heads 4 gives every query head its own keys, --text-layers 5 one decoder layer more: the
+    converted model says so, each run keeps its own start beside the default one, and the towers are drawn
+    the same (their weights do not depend on the language model's shape)."""
     import torch
     from safetensors.torch import load_file
 
     import omnimem_cpp as om
 
+    default = (trainer.TEXT["num_key_value_heads"], trainer.TEXT["num_hidden_layers"])
     starts = {}
-    for kv in (2, 4):
-        out, report = tmp_path / f"out-{kv}", tmp_path / f"report-{kv}.json"
-        assert trainer.main(["--phase", "1:12-12@6", "--vision", "frozen", "--text-kv-heads", str(kv), "--work-dir", str(tmp_path / "work"),
+    for shape, flags in {default: [], (4, default[1]): ["--text-kv-heads", "4"],
+                         (default[0], 5): ["--text-layers", "5"]}.items():
+        out, report = tmp_path / f"out-{len(starts)}", tmp_path / f"report-{len(starts)}.json"
+        assert trainer.main(["--phase", "1:12-12@6", "--vision", "frozen", *flags, "--work-dir", str(tmp_path / "work"),
                              "--out-dir", str(out), "--report", str(report), "--threads", "2"]) == 0
         written = json.loads(report.read_text())
-        assert written["text"]["num_key_value_heads"] == kv
-        assert ("--text-kv-heads 4" in written["command"]) == (kv == 4)
+        assert (written["text"]["num_key_value_heads"], written["text"]["num_hidden_layers"]) == shape
+        assert " ".join(flags) in written["command"] and ("--text-" in written["command"]) == bool(flags)
         with om.Model(out / "avrecall-text.gguf", mmproj=out / "avrecall-mmproj.gguf") as model:
-            assert (model.info.n_head, model.info.n_head_kv) == (trainer.TEXT["num_attention_heads"], kv)
-        starts[kv], = [d for d in (tmp_path / "work").glob("init-*") if d not in starts.values()]
-    weights = {kv: load_file(d / "model.safetensors") for kv, d in starts.items()}
-    towers = [k for k in weights[2] if k.startswith(("visual.", "audio_tower."))]
-    assert towers and all(torch.equal(weights[2][k], weights[4][k]) for k in towers)
+            assert (model.info.n_head, model.info.n_head_kv, model.info.n_layer) == \
+                (trainer.TEXT["num_attention_heads"], *shape)
+        starts[shape], = [d for d in (tmp_path / "work").glob("init-*") if d not in starts.values()]
+    weights = {shape: load_file(d / "model.safetensors") for shape, d in starts.items()}
+    towers = [k for k in weights[default] if k.startswith(("visual.", "audio_tower."))]
+    assert towers and all(torch.equal(weights[default][k], w[k]) for k in towers for w in weights.values())
     k_proj = "model.layers.0.self_attn.k_proj.weight"
-    assert weights[4][k_proj].shape[0] == 2 * weights[2][k_proj].shape[0]
+    assert weights[(4, default[1])][k_proj].shape[0] == 2 * weights[default][k_proj].shape[0]
 
 
 def test_the_shipped_report_is_of_the_shipped_pair_made_with_the_defaults(trainer):

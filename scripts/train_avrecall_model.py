@@ -24,6 +24,8 @@ only these chunks (which is what a bounded memory shows the model), up to 25 min
     # ... with two more decoder layers, added as identities (--grow-layers)
     python scripts/train_avrecall_model.py --phase ... --phase 600:24-60@6 --grow-layers 2 \
         --start-from omnimem_cpp/data/avrecall-text.gguf --phases-done 7 --out-dir try --work-dir try
+    # the default phases from the start, with six decoder layers instead of four
+    python scripts/train_avrecall_model.py --text-layers 6 --out-dir try --work-dir try
 
 Everything is seeded; the same arguments give the same weights on the same machine and torch version.
 """

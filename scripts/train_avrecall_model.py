@@ -459,11 +459,12 @@ class Sequence:
         mask [1, 1, m, n + m] (True: may attend) over the stream's n rows and the row, which question each
         token belongs to, and where each question's answer starts."""
         rows = [self.question_ids(*q) for q in questions]
-        n, m = len(stream_positions), sum(len(ids) for ids, _ in rows)
+        lengths = torch.tensor([len(ids) for ids, _ in rows])
+        n, m = len(stream_positions), int(lengths.sum())
         targets = torch.full((m,), -100)
         mask = torch.zeros((m, n + m), dtype=torch.bool)
         mask[:, :n] = True
-        question_of = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(ids) for ids, _ in rows]))
+        question_of = torch.repeat_interleave(torch.arange(len(rows)), lengths)
         positions, first_answer, start = [], [], 0
         for ids, n_answer in rows:
             end = start + len(ids)
@@ -524,6 +525,20 @@ class TrainingStreams:
         return data
 
 
+def answer_logits(text_model, head, seq: Sequence, layout: dict, positions: np.ndarray, questions: list,
+                  vision=None) -> tuple:
+    """The stream (``layout`` at ``positions``) read once, then ``questions`` packed after it
+    (Sequence.packed_questions): the logits [m, vocab] at the packed tokens, and the packed batch."""
+    embed = text_model.get_input_embeddings()
+    inputs, pos = seq.stream_inputs(embed, layout, positions, vision)
+    out = text_model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :], use_cache=True)
+    batch = seq.packed_questions(questions, pos)
+    hidden = text_model(inputs_embeds=embed(batch["ids"]),
+                        position_ids=batch["position_ids"], attention_mask=batch["mask"],
+                        past_key_values=out.past_key_values, use_cache=True).last_hidden_state
+    return head(hidden[0]), batch
+
+
 def answer_loss(logits: torch.Tensor, targets: torch.Tensor, question_of: torch.Tensor, picked: list,
                 weights) -> torch.Tensor:
     """The cross-entropy on the answer tokens of packed questions (logits [m, vocab], targets [m], -100 off
@@ -564,7 +579,6 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     seq = Sequence(tok, special)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    embed = text_model.get_input_embeddings()
     curve, window, first_step = [], [], 0
     checkpoint = hf_dir / "checkpoint.pt"
     if checkpoint.exists():
@@ -583,13 +597,7 @@ def train(hf_dir: pathlib.Path, streams: TrainingStreams, steps: int, lr: float,
     def learn(data: dict, stretch, picked: list) -> tuple:
         """One optimizer step on a stream and its picked questions; (loss, whether each first answer token
         was right)."""
-        inputs, pos = seq.stream_inputs(embed, data, stretch, vision)
-        position_ids = torch.from_numpy(pos.T.copy())[:, None, :]
-        out = text_model(inputs_embeds=inputs, position_ids=position_ids, use_cache=True)
-        batch = seq.packed_questions([q for _, q in picked], pos)
-        logits = head(text_model(inputs_embeds=embed(batch["ids"]), position_ids=batch["position_ids"],
-                                 attention_mask=batch["mask"], past_key_values=out.past_key_values,
-                                 use_cache=True).last_hidden_state[0])
+        logits, batch = answer_logits(text_model, head, seq, data, stretch, [q for _, q in picked], vision)
         loss = answer_loss(logits, batch["targets"], batch["question_of"], picked, data.get("answer_weights"))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -194,21 +194,16 @@ def test_packed_questions_learn_as_each_asked_alone_after_the_stream(trainer, tm
         loss.backward()
         return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
-    inputs, pos = seq.stream_inputs(embed, layout, positions)
-    out = text_model(inputs_embeds=inputs, position_ids=torch.from_numpy(pos.T.copy())[:, None, :], use_cache=True)
-    batch = seq.packed_questions(questions, pos)
-    logits = head(text_model(inputs_embeds=embed(batch["ids"]), position_ids=batch["position_ids"],
-                             attention_mask=batch["mask"], past_key_values=out.past_key_values,
-                             use_cache=True).last_hidden_state[0])
+    logits, batch = trainer.answer_logits(text_model, head, seq, layout, positions, questions)
     picked = [("kind", q) for q in questions]
     packed_loss = trainer.answer_loss(logits, batch["targets"], batch["question_of"], picked, None)
     packed_first = logits[batch["first_answer"]].argmax(-1)
     packed_grads = gradients(packed_loss)
 
     nll, first = [], []
+    inputs, pos = seq.stream_inputs(embed, layout, positions)
     for question, answer in questions:
         ids, n_answer = seq.question_ids(question, answer)
-        inputs, pos = seq.stream_inputs(embed, layout, positions)
         text_pos = seq.question_positions(pos, len(ids))
         all_pos = np.concatenate([pos, np.repeat(text_pos[:, None], 3, axis=1)])
         alone = head(text_model(inputs_embeds=torch.cat([inputs, embed(torch.tensor(ids))[None]], dim=1),

@@ -4,6 +4,7 @@ promises."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import importlib
@@ -17,9 +18,10 @@ import pytest
 
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, normalise_answer
-from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, claims, format_claims,
-                                        parse_policy, run_benchmark, sign_test, sound_rows,
+from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, benchmark_config, claims,
+                                        format_claims, parse_policy, run_benchmark, sign_test, sound_rows,
                                         summarise)
+from omnimem_cpp.avrecall.events import Timeline
 from omnimem_cpp.stream import ROW_DTYPE
 
 
@@ -518,3 +520,33 @@ def test_yes_no_separation_reads_the_margin_of_each_answer(capsys):
     row = capsys.readouterr().out.strip().splitlines()[-1].strip("|").split("|")
     assert row[0].strip() == "sound_played" and int(row[1]) == 6
     assert float(row[4]) >= 0.9
+
+
+def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(capsys):
+    """scripts/colour_binding.py: the scene it takes for each colour question holds the named object in the
+    answer's colour (on the benchmark's streams and on dense training-like ones), and its table accounts for
+    every well-posed colour question of the stream, each answer right or not."""
+    colour_binding = script("colour_binding")
+    configs = [benchmark_config(1, seed, 0) for seed in range(6)]
+    configs += [AVRecallConfig(seconds=30, seed=seed, visual_events_per_minute=24, sound_events_per_minute=24,
+                               min_event_gap=2, cross_modal_gap=1, n_questions=0) for seed in range(6)]
+    checked = 0
+    for config in configs:
+        timeline = Timeline(config)
+        for q in all_questions(config, timeline):
+            if q.kind in colour_binding.COLOUR_KINDS:
+                assert colour_binding.scene_then(q, timeline)[q.params["object"]][0] == q.answer, q.text
+                checked += 1
+    assert checked > 50
+
+    assert colour_binding.main(["--seeds", "1", "--minutes", "0.5", "--threads", "2"]) == 0
+    table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in line] for line in table[1:]]
+    config = benchmark_config(0.5, 0, 0)
+    expected = collections.Counter(q.kind for q in all_questions(config, Timeline(config))
+                                   if q.kind in colour_binding.COLOUR_KINDS)
+    counted = collections.Counter()
+    for kind, _, questions, right, other in rows:
+        counted[kind] += int(questions)
+        assert int(right.rstrip("%")) + int(other.rstrip("%")) <= 100
+    assert counted == expected

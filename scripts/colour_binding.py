@@ -1,22 +1,29 @@
-"""Does the AV-Recall model read the named object's colour, or just a colour on screen?
+"""Does the AV-Recall model read the named object's colour, or some colour of the stream?
 
-"What colour was the square when it first appeared?" is answered right by reading any object's colour
+"What colour was the square when it first appeared?" is answered right by naming any colour on screen
 whenever the square was the only object around. On the dense short training streams that is most of the
-time, on the benchmark's streams it is not. This script tells the two apart: it streams the benchmark's
+time; on the benchmark's streams it is not. This script tells the two apart: it streams the benchmark's
 streams (seeds 0, 1, ...) with the full memory, asks every well-posed colour question (`appear_colour` at the
-object's first appearance, `colour_at_sound` at the sound), and splits the answers by how many objects were
-on screen at that moment. A model that finds the named object answers as well with two or three objects on
-screen as with one; one that reads a colour on screen falls to about one in two, one in three, and its
-wrong answers are the other objects' colours.
+object's first appearance, `colour_at_sound` at the sound's first play), splits them by how many objects
+were on screen at that moment and sorts each answer: right; a colour the named object had at another time
+(the object found, the moment missed); another object's colour (the object missed); or a colour the stream
+never showed. Beside them: how often naming the colour of an object on screen then, at random, is right.
+A model that finds the named object answers as well with two or three objects on screen as with one.
+
+With --phase it asks no model and only splits the questions of a training phase's streams, to show how
+often one object on screen makes any colour on screen the answer.
 
     python scripts/colour_binding.py [--model M --mmproj P] [--seeds 8] [--minutes 1]
+    python scripts/colour_binding.py --phase 1500:12-30@24 --seeds 300
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import sys
+from typing import Optional
 
 from tqdm import tqdm
 
@@ -26,6 +33,7 @@ from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells
 from omnimem_cpp.avrecall.questions import normalise_answer
 
 COLOUR_KINDS = ("appear_colour", "colour_at_sound")
+VERDICTS = ("right", "its colour at another time", "another object's colour", "a colour never shown")
 
 
 def scene_then(question, timeline) -> dict:
@@ -40,21 +48,38 @@ def scene_then(question, timeline) -> dict:
     return timeline.state_at(then + 0.5)
 
 
-def colour_answers(model: om.Model, config: AVRecallConfig) -> list:
-    """(kind, objects on screen then, answer is right, answer is another object's colour then) for every
-    colour question the stream makes well-posed."""
+def chance_of_any_colour(question, scene: dict) -> float:
+    """How often naming the colour of an object on screen, picked at random, gives the answer."""
+    return sum(colour == question.answer for colour, _ in scene.values()) / len(scene)
+
+
+def verdict(question, answer: str, timeline) -> str:
+    """Which of VERDICTS an answer to a colour question is."""
+    if answer == question.answer:
+        return VERDICTS[0]
+    shown = {(e.object, e.colour) for e in timeline.visual_events() if e.colour is not None}
+    if (question.params["object"], answer) in shown:
+        return VERDICTS[1]
+    return VERDICTS[2] if any(colour == answer for _, colour in shown) else VERDICTS[3]
+
+
+def colour_answers(model: Optional[om.Model], config: AVRecallConfig) -> list:
+    """(kind, objects on screen then, chance_of_any_colour, verdict) for every colour question the stream
+    makes well-posed; the verdict is None without a model."""
     av = AVRecallStream(config)
     found = []
-    with fed_cells(model, av, (), progress=False) as streams:
-        s = streams[FULL]
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(fed_cells(model, av, (), progress=False))[FULL] if model is not None else None
         for q in all_questions(config, av.timeline):
-            if q.kind not in COLOUR_KINDS:
-                continue
-            scene = scene_then(q, av.timeline)
-            others = {colour for obj, (colour, _) in scene.items() if obj != q.params["object"]}
-            answer = normalise_answer(s.ask(q.text, max_tokens=4))
-            found.append((q.kind, len(scene), answer == q.answer, answer != q.answer and answer in others))
+            if q.kind in COLOUR_KINDS:
+                scene = scene_then(q, av.timeline)
+                said = verdict(q, normalise_answer(s.ask(q.text, max_tokens=4)), av.timeline) if s else None
+                found.append((q.kind, len(scene), chance_of_any_colour(q, scene), said))
     return found
+
+
+def share(values) -> str:
+    return f"{sum(values) / len(values):.0%}"
 
 
 def main(argv=None) -> int:
@@ -63,23 +88,37 @@ def main(argv=None) -> int:
     parser.add_argument("--mmproj", default=str(PROJECTOR))
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--phase", metavar="SPEC",
+                        help="ask no model: split the colour questions of this training phase's streams "
+                             "(scripts/train_avrecall_model.py --phase, its first --seeds seeds) instead")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.minutes <= 0:
         parser.error("--seeds and --minutes must be positive")
+    if args.phase:
+        from train_avrecall_model import TRAIN_SEED_BASE, Phase      # needs torch, as training does
+        configs = [Phase.parse(args.phase).stream_config(TRAIN_SEED_BASE + i) for i in range(args.seeds)]
+        title = f"{args.seeds} streams of the training phase {args.phase}"
+    else:
+        configs = [benchmark_config(args.minutes, seed, 0) for seed in range(args.seeds)]
+        title = f"{args.seeds} streams of {args.minutes:g} min, full memory"
     rows = []
-    with om.Model(args.model, mmproj=args.mmproj, n_threads=args.threads) as model:
-        for seed in tqdm(range(args.seeds), desc="streams", unit="stream"):
-            rows += colour_answers(model, benchmark_config(args.minutes, seed, 0))
-    print(f"{args.seeds} streams of {args.minutes:g} min, full memory, every well-posed colour question\n")
-    print("| kind | objects on screen | questions | right | wrong: another object's colour |\n|---|---|---|---|---|")
+    with contextlib.ExitStack() as stack:
+        model = None if args.phase else stack.enter_context(
+            om.Model(args.model, mmproj=args.mmproj, n_threads=args.threads))
+        for config in tqdm(configs, desc="streams", unit="stream"):
+            rows += colour_answers(model, config)
+    print(f"{title}, every well-posed colour question\n")
+    print("| kind | objects on screen | questions | a random one's colour right | " + " | ".join(VERDICTS)
+          + " |\n" + "|---" * (4 + len(VERDICTS)) + "|")
     groups = collections.defaultdict(list)
-    for kind, on_screen, right, other in rows:
-        groups[(kind, min(on_screen, 3))].append((right, other))
+    for kind, on_screen, chance, said in rows:
+        groups[(kind, f"{on_screen}+" if on_screen >= 3 else str(on_screen))].append((chance, said))
+        groups[(kind, "any")].append((chance, said))
     for (kind, on_screen), answers in sorted(groups.items()):
-        n = len(answers)
-        print(f"| {kind} | {on_screen}{'+' if on_screen == 3 else ''} | {n} | {sum(r for r, _ in answers) / n:.0%} | "
-              f"{sum(o for _, o in answers) / n:.0%} |")
+        verdicts = [share([said == v for _, said in answers]) if model is not None else "-" for v in VERDICTS]
+        print(f"| {kind} | {on_screen} | {len(answers)} | {share([c for c, _ in answers])} | "
+              + " | ".join(verdicts) + " |")
     return 0
 
 

@@ -524,20 +524,32 @@ def test_yes_no_separation_reads_the_margin_of_each_answer(capsys):
 
 def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(capsys):
     """scripts/colour_binding.py: the scene it takes for each colour question holds the named object in the
-    answer's colour (on the benchmark's streams and on dense training-like ones), and its table accounts for
-    every well-posed colour question of the stream, each answer right or not."""
+    answer's colour (on the benchmark's streams and on dense training-like ones); a wrong answer is sorted by
+    whose colour it was, from the event list; and its table accounts for every well-posed colour question of
+    the stream, each answer sorted once. Naming the colour of a random object on screen is always right when
+    one object is on screen."""
     colour_binding = script("colour_binding")
     configs = [benchmark_config(1, seed, 0) for seed in range(6)]
     configs += [AVRecallConfig(seconds=30, seed=seed, visual_events_per_minute=24, sound_events_per_minute=24,
                                min_event_gap=2, cross_modal_gap=1, n_questions=0) for seed in range(6)]
-    checked = 0
+    right, at_another_time, another_object, never = colour_binding.VERDICTS
+    checked, sorted_wrong = 0, collections.Counter()
     for config in configs:
         timeline = Timeline(config)
         for q in all_questions(config, timeline):
-            if q.kind in colour_binding.COLOUR_KINDS:
-                assert colour_binding.scene_then(q, timeline)[q.params["object"]][0] == q.answer, q.text
-                checked += 1
-    assert checked > 50
+            if q.kind not in colour_binding.COLOUR_KINDS:
+                continue
+            assert colour_binding.scene_then(q, timeline)[q.params["object"]][0] == q.answer, q.text
+            assert colour_binding.verdict(q, q.answer, timeline) == right
+            had = {e.colour for e in timeline.visual_events() if e.object == q.params["object"] and e.colour}
+            others = {e.colour for e in timeline.visual_events() if e.object != q.params["object"] and e.colour}
+            for colour in config.colours:
+                if colour != q.answer:
+                    expected = at_another_time if colour in had else another_object if colour in others else never
+                    assert colour_binding.verdict(q, colour, timeline) == expected
+                    sorted_wrong[expected] += 1
+            checked += 1
+    assert checked > 50 and all(sorted_wrong[v] > 0 for v in (at_another_time, another_object, never))
 
     assert colour_binding.main(["--seeds", "1", "--minutes", "0.5", "--threads", "2"]) == 0
     table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
@@ -546,7 +558,11 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
     expected = collections.Counter(q.kind for q in all_questions(config, Timeline(config))
                                    if q.kind in colour_binding.COLOUR_KINDS)
     counted = collections.Counter()
-    for kind, _, questions, right, other in rows:
+    for kind, on_screen, questions, chance, *verdicts in rows:
+        assert 98 <= sum(int(v.rstrip("%")) for v in verdicts) <= 102     # four rounded shares
+        if on_screen == "any":
+            assert int(questions) == expected[kind]
+            continue
         counted[kind] += int(questions)
-        assert int(right.rstrip("%")) + int(other.rstrip("%")) <= 100
+        assert on_screen != "1" or chance == "100%"     # one object on screen: its colour is the answer
     assert counted == expected

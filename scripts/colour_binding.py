@@ -19,7 +19,6 @@ often one object on screen makes any colour on screen the answer.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import sys
@@ -28,8 +27,8 @@ from typing import Optional
 from tqdm import tqdm
 
 import omnimem_cpp as om
-from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream, all_questions
-from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells
+from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions
+from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells, full_memory_parser
 from omnimem_cpp.avrecall.questions import normalise_answer
 
 COLOUR_KINDS = ("appear_colour", "colour_at_sound")
@@ -83,15 +82,10 @@ def share(values) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(MODEL))
-    parser.add_argument("--mmproj", default=str(PROJECTOR))
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=1.0)
+    parser = full_memory_parser(__doc__)
     parser.add_argument("--phase", metavar="SPEC",
                         help="ask no model: split the colour questions of this training phase's streams "
                              "(scripts/train_avrecall_model.py --phase, its first --seeds seeds) instead")
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.minutes <= 0:
         parser.error("--seeds and --minutes must be positive")

@@ -13,7 +13,6 @@ perfectly ordered, whatever the threshold), and how often the larger of the two 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
@@ -21,8 +20,8 @@ from tqdm import tqdm
 
 import omnimem_cpp as om
 from omnimem_cpp import chat
-from omnimem_cpp.avrecall import MODEL, PROJECTOR, AVRecallConfig, AVRecallStream, all_questions
-from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells
+from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions
+from omnimem_cpp.avrecall.bench import FULL, benchmark_config, fed_cells, full_memory_parser
 from omnimem_cpp.avrecall.questions import NO, YES
 
 YES_NO_KINDS = ("sound_played", "object_appeared")
@@ -54,13 +53,8 @@ def margins(model: om.Model, config: AVRecallConfig, kinds: tuple) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(MODEL))
-    parser.add_argument("--mmproj", default=str(PROJECTOR))
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=1.0)
+    parser = full_memory_parser(__doc__)
     parser.add_argument("--kinds", default=",".join(YES_NO_KINDS))
-    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     kinds = tuple(args.kinds.split(","))
     if args.seeds < 1 or args.minutes <= 0 or not set(kinds) <= set(YES_NO_KINDS):

@@ -193,6 +193,19 @@ def study_parser(doc: str, budgets: str, policies: str, policies_help: str) -> a
     return parser
 
 
+def full_memory_parser(doc: str) -> argparse.ArgumentParser:
+    """Options of a script that asks a model about the benchmark's first ``--seeds`` streams of ``--minutes``
+    with the full memory (``scripts/``): ``--model`` and ``--mmproj`` (the shipped pair by default) and
+    ``--threads``. ``doc`` is the script's docstring, whose first paragraph describes it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", default=str(MODEL))
+    parser.add_argument("--mmproj", default=str(PROJECTOR))
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
 def study_stream(args: argparse.Namespace) -> AVRecallStream:
     """The benchmark stream a :func:`study_parser` picked, without questions."""
     return AVRecallStream(benchmark_config(args.minutes, args.seed, 0))

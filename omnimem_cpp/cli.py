@@ -181,8 +181,11 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in dict(
         minutes=args.minutes, budgets=args.budgets, policies=args.policies, seeds=args.seeds,
-        questions=args.questions, threads=args.threads, model=args.model, mmproj=args.mmproj).items() if v is not None}
+        skip_streams=args.skip_streams, questions=args.questions, threads=args.threads, model=args.model, mmproj=args.mmproj).items() if v is not None}
     settings = BenchSettings.quick(**options) if args.quick else BenchSettings(**options)
+    if args.report and settings.skip_streams:
+        raise InvalidArgumentError("a run with --skip-streams holds only some of the streams: write the report "
+                                   "with a run over all of them that takes the cells from the same --cache")
     if args.report:
         try:
             import matplotlib  # noqa: F401
@@ -373,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{', '.join(p for p in POLICIES if p != 'full')}); a policy may carry settings, "
                         "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, n_sink, seed, score_queries, av_ratio)")
     p.add_argument("--seeds", type=int, help="streams per length (default 3)")
+    p.add_argument("--skip-streams", type=int, metavar="K",
+                   help="leave out the first K streams of each length, e.g. to run them in another process "
+                        "with the same --cache")
     p.add_argument("--questions", type=int, help="questions per stream (default 24)")
     p.add_argument("--model", help="text-model GGUF (default: the shipped AV-Recall model)")
     p.add_argument("--mmproj", help="its projector GGUF")

@@ -260,6 +260,20 @@ def test_benchmark_cells_stay_in_budget_and_full_is_the_ceiling_of_memory():
     assert json.loads(json.dumps({"results": rows}))["results"] == rows
 
 
+def test_skipped_streams_are_the_ones_another_run_of_fewer_seeds_covers(monkeypatch):
+    """Two processes with one cell cache split a run: ``--seeds 1`` runs each length's first stream and
+    ``--seeds 2 --skip-streams 1`` the second, so between them they run the streams of ``--seeds 2``."""
+    from omnimem_cpp.avrecall import bench
+
+    ran = []
+    monkeypatch.setattr(bench, "run_stream", lambda model, cfg, *rest: ran.append(cfg) or [])
+    common = dict(minutes=(0.5, 1), budgets=(32,), policies=("uniform",), questions=6)
+    for seeds, skip in ((1, 0), (2, 1)):
+        run_benchmark(BenchSettings(seeds=seeds, skip_streams=skip, **common), progress=False)
+    whole = [cfg for m in (0.5, 1) for cfg in bench.stream_configs(m, 2, 6)]
+    assert len(ran) == 4 and sorted(ran, key=lambda c: (c.seconds, c.seed)) == whole
+
+
 def test_the_cell_cache_runs_only_the_cells_it_lacks(tmp_path, monkeypatch):
     from omnimem_cpp.avrecall import bench
 
@@ -379,6 +393,7 @@ def test_bad_policy_specs_are_refused_before_anything_runs(spec, message):
 @pytest.mark.parametrize("settings, message", [
     (dict(minutes=(1, 0)), "lengths must be positive"), (dict(minutes=()), "lengths must be positive"),
     (dict(budgets=(128, -5)), "must not be negative"), (dict(seeds=0), "at least one stream"),
+    (dict(seeds=2, skip_streams=2), "leave at least one"), (dict(skip_streams=-1), "leave at least one"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(settings, message):
     with pytest.raises(om.InvalidArgumentError, match=message):

@@ -46,7 +46,8 @@ class BenchSettings:
     minutes: stream lengths; budgets: media rows kept per layer (tokens); policies: the bounded policies
     (``full`` always runs once per stream as the ceiling), each a name or a name with settings (see
     :func:`parse_policy`); seeds: streams per length; questions: asked of each stream (split over the
-    families 30/40/30).
+    families 30/40/30); skip_streams: how many of each length's first streams this run leaves out, so that
+    processes sharing a cell cache can split the streams of a long run between them.
     """
 
     minutes: tuple = (1, 5, 20)
@@ -54,6 +55,7 @@ class BenchSettings:
     policies: tuple = tuple(p for p in POLICIES if p != "full")
     seeds: int = 3
     questions: int = 24
+    skip_streams: int = 0
     threads: Optional[int] = None
     model: pathlib.Path = MODEL
     mmproj: pathlib.Path = PROJECTOR
@@ -66,6 +68,9 @@ class BenchSettings:
             raise InvalidArgumentError(f"budgets are media rows per layer and must not be negative, got {list(self.budgets)}")
         if self.seeds < 1:
             raise InvalidArgumentError(f"run at least one stream per length (--seeds), not {self.seeds}")
+        if not 0 <= self.skip_streams < self.seeds:
+            raise InvalidArgumentError(f"--skip-streams must leave at least one of the {self.seeds} streams per "
+                                       f"length to run, not skip {self.skip_streams}")
         for spec in self.policies:
             parse_policy(spec)
 
@@ -455,7 +460,8 @@ def run_benchmark(settings: BenchSettings, progress: bool = True,
     results, streams = [], {}
     # the cells are fed in lockstep, so one cached output per tower lets each chunk be encoded once for all
     with Model(settings.model, mmproj=settings.mmproj, n_threads=settings.threads, encoder_cache=1) as model:
-        jobs = [cfg for m in settings.minutes for cfg in stream_configs(m, settings.seeds, settings.questions)]
+        jobs = [cfg for m in settings.minutes
+                for cfg in stream_configs(m, settings.seeds, settings.questions)[settings.skip_streams:]]
         for cfg in tqdm(jobs, unit="stream", desc="AV-Recall", disable=not progress):
             results += run_stream(model, cfg, settings, progress, cache)
             streams[cfg.seconds / 60] = streams.get(cfg.seconds / 60, 0) + 1

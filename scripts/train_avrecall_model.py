@@ -160,12 +160,20 @@ VISION_BLOCK_GAIN = 0.1
 VISION_PRETRAINING_STEPS = 1500
 
 # whether an object appeared, asked alone first (it is not learned after other kinds); then with the sounds
-# until both are clean; then every kind on short dense streams, and on longer sparser ones
-# (docs/avrecall.md, "what the training runs taught")
+# until both are clean; then every kind on short dense streams, and on longer sparser ones; then the colours
+# on streams where several objects are on screen at once, since on short ones the only object in view mostly
+# holds the answer (docs/avrecall.md, "what the training runs taught")
 _PRESENCE, _BOTH = ("object_appeared",), ("sound_played", "object_appeared")
+_COLOURS = ("appear_colour", "colour_at_sound")
 PHASES = (Phase(3000, 6, 12, 24.0, kinds=_PRESENCE), Phase(3000, 6, 12, 24.0, kinds=_BOTH),
           Phase(4000, 6, 12, 24.0, kinds=_BOTH), Phase(4000, 6, 12, 24.0, kinds=_BOTH),
-          Phase(4000, 6, 12, 24.0), Phase(4000, 6, 12, 24.0), Phase(600, 24, 60, 6.0))
+          Phase(4000, 6, 12, 24.0), Phase(4000, 6, 12, 24.0), Phase(600, 24, 60, 6.0),
+          Phase(1500, 12, 30, 24.0, kinds=_COLOURS), Phase(1200, 12, 30, 12.0),
+          Phase(2000, 12, 30, 24.0, kinds=_COLOURS), Phase(600, 24, 60, 6.0))
+
+# the shipped pair was trained in three runs, each from the text file (F16) of the one before: the default
+# run goes through those files after these phases too, so that it makes the same weights (--hand-off-after)
+HAND_OFFS = (7, 9)
 
 
 def train_stream_config(phase_index: int, phase: Phase, step: int) -> AVRecallConfig:
@@ -710,6 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "its tokenizer must be the one these settings build")
     parser.add_argument("--phases-done", type=int, metavar="N",
                         help="with --start-from: how many of the --phase list the file has been trained on")
+    parser.add_argument("--hand-off-after", type=int, action="append", dest="hand_offs", metavar="N",
+                        help="after the first N phases, go on from the F16 text file they make, as a later run "
+                             "--start-from that file would (repeatable; default with the default phases: "
+                             + ", ".join(map(str, HAND_OFFS)) + ", the runs that made the shipped pair; none "
+                             "with --phase)")
     parser.add_argument("--grow-layers", type=int, default=0, metavar="N",
                         help="with --start-from: add N decoder layers to the file's language model, spread "
                              "between its layers and drawn so that they change nothing until trained")
@@ -804,6 +817,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     phases = args.phases or list(PHASES)
+    hand_offs = sorted(set(args.hand_offs if args.hand_offs is not None else () if args.phases else HAND_OFFS))
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work_dir
@@ -824,6 +838,11 @@ def main(argv=None) -> int:
             parser.error(f"--start-from {args.start_from}: no such file")
     if args.grow_layers < 0 or (args.grow_layers and args.start_from is None):
         parser.error("--grow-layers takes a count of layers to add, and goes with --start-from")
+    if any(not 1 <= n < len(phases) for n in hand_offs):
+        parser.error(f"--hand-off-after takes a count of phases that leaves a phase after it: 1 to "
+                     f"{len(phases) - 1} for {len(phases)} phases")
+    # a hand-off at or before the file a run starts from happened before that file was written
+    hand_offs = [n for n in hand_offs if n > phases_done]
     # named by everything the start depends on, since a resumed run takes the start it finds there
     text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads, num_hidden_layers=args.text_layers)
     default_kv = args.text_kv_heads == TEXT["num_key_value_heads"]
@@ -841,8 +860,10 @@ def main(argv=None) -> int:
                   ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) +
                   ([] if default_layers else [f"--text-layers {args.text_layers}"]) + [f"--seed {args.seed}"] +
                   ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else []) +
+                  [f"--hand-off-after {n}" for n in hand_offs] +
                   ([f"--grow-layers {args.grow_layers}"] if args.grow_layers else [])),
-              "phases": [dataclasses.asdict(p) for p in phases], "vision_tower": args.vision, "lr": args.lr,
+              "phases": [dataclasses.asdict(p) for p in phases], "hand_offs": hand_offs,
+              "vision_tower": args.vision, "lr": args.lr,
               "seed": args.seed, "modality_marker": args.modality_marker, "vision_block_gain": args.vision_block_gain,
               "text": dict(text_shape, num_hidden_layers=text_shape["num_hidden_layers"] + args.grow_layers),
               "vision": VISION, "audio": AUDIO}
@@ -861,14 +882,19 @@ def main(argv=None) -> int:
     untrained_text = work / "untrained-text.gguf"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     convert_checkpoint(init_dir, untrained_text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
-    previous = init_dir
+    previous, towers_digest = init_dir, init_digest
+
+    def start_from(text_file: pathlib.Path, grow_layers: int = 0) -> tuple:
+        """The start folder holding the language model of ``text_file`` on this run's towers, and its digest."""
+        file_digest = hashlib.sha1(text_file.read_bytes()).hexdigest()[:10]
+        start = work / (f"start-{towers_digest}-{file_digest}" + (f"-grow{grow_layers}" if grow_layers else ""))
+        start_from_text_file(init_dir, start, text_file, untrained_text, grow_layers, args.seed)
+        return start, hashlib.sha1((start / "model.safetensors").read_bytes()).hexdigest()[:10]
+
     if args.start_from is not None:
-        start_digest = hashlib.sha1(args.start_from.read_bytes()).hexdigest()[:10]
-        previous = work / (f"start-{init_digest}-{start_digest}" +
-                           (f"-grow{args.grow_layers}" if args.grow_layers else ""))
-        start_from_text_file(init_dir, previous, args.start_from, untrained_text, args.grow_layers, args.seed)
-        init_digest = hashlib.sha1((previous / "model.safetensors").read_bytes()).hexdigest()[:10]
-        report["start_from"] = {"file": args.start_from.name, "sha1": start_digest, "phases_done": phases_done,
+        previous, init_digest = start_from(args.start_from, args.grow_layers)
+        report["start_from"] = {"file": args.start_from.name, "phases_done": phases_done,
+                                "sha1": hashlib.sha1(args.start_from.read_bytes()).hexdigest()[:10],
                                 "grown_layers": args.grow_layers}
     with om.Model(untrained_text, mmproj=mmproj, n_threads=args.threads) as model:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
@@ -876,6 +902,11 @@ def main(argv=None) -> int:
         for k, phase in enumerate(phases):
             if k < phases_done:
                 continue
+            if k in hand_offs:
+                hand_off = work / f"hand-off-{k}-text.gguf"
+                convert_checkpoint(previous, hand_off, "f16", progress=False)
+                previous, init_digest = start_from(hand_off)
+                log(f"after phase {k}: going on from its F16 text file ({hand_off.name})")
             phase_dir = work / phase_dir_name(init_digest, args.vision, args.lr, phases[:k + 1])
             done = phase_dir / "curve.json"
             if not done.exists():

@@ -411,6 +411,24 @@ def test_a_run_can_start_from_a_trained_text_file(tmp_path, trainer):
         np.testing.assert_array_equal(started[name], towers[name], err_msg=name)
 
 
+def test_a_hand_off_makes_in_one_run_what_a_run_from_the_text_file_makes(tmp_path, trainer):
+    """--hand-off-after 1 goes on after the first phase from its F16 text file, as a second run started from
+    that file does: the shipped pair was made by such a chain of runs, and the defaults remake it in one."""
+    work, text, common = first_text_file(trainer, tmp_path)
+    two = ["--phase", "1:12-12@6", "--phase", "1:12-12@6"]
+    assert trainer.main([*two, "--start-from", str(text), "--phases-done", "1", "--out-dir", str(tmp_path / "chain"),
+                         "--report", str(tmp_path / "r2.json"), *common]) == 0
+    alone = [a if a != str(work) else str(tmp_path / "alone") for a in common]        # nothing to resume from
+    report = tmp_path / "r3.json"
+    assert trainer.main([*two, "--hand-off-after", "1", "--out-dir", str(tmp_path / "one"), "--report", str(report),
+                         *alone]) == 0
+    made = [(tmp_path / d / "avrecall-text.gguf").read_bytes() for d in ("chain", "one")]
+    assert made[0] == made[1]
+    written = json.loads(report.read_text())
+    assert written["hand_offs"] == [1] and written["command"].endswith("--hand-off-after 1")
+    assert [written[f"phase{k}"]["curve"][-1]["step"] for k in (1, 2)] == [1, 1]
+
+
 def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
     """--grow-layers adds layers that write nothing into the residual stream until trained: the grown start
     gives transformers' logits of the file's own language model, keeps the file's layers in order, and a run
@@ -458,6 +476,8 @@ def test_a_grown_start_answers_as_its_file_did(tmp_path, trainer):
     (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "missing.gguf", "--phases-done", "1"],
      "no such file"),
     (["--phase", "1:12-12@6", "--grow-layers", "1"], "goes with --start-from"),
+    (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--hand-off-after", "2"], "leaves a phase after it"),
+    (["--hand-off-after", "0"], "leaves a phase after it"),
     (["--phase", "1:12-12@6", "--text-layers", "0"], "--text-layers takes a count of at least 1"),
     (["--phase", "1:12-12@6", "--phase", "1:12-12@6", "--start-from", "x.gguf", "--phases-done", "1",
       "--text-layers", "6"], "not with --start-from"),
@@ -525,6 +545,8 @@ def test_the_shipped_report_is_of_the_shipped_pair_made_with_the_defaults(traine
     # the report was written before phases could be balanced; an unbalanced phase reads the same without it
     shipped = [{"balanced": False} | phase for phase in report["phases"]]
     assert shipped == [dataclasses.asdict(p) | {"kinds": list(p.kinds)} for p in trainer.PHASES]
+    # made in runs from each other's text files: the first seven phases, then the rest from that text file
+    assert sorted(report["hand_offs"] + [report["start_from"]["phases_done"]]) == list(trainer.HAND_OFFS)
     assert report["vision_tower"] == defaults.vision
     assert report["vision_pretraining"]["steps"] == defaults.vision_pretraining_steps
     assert (report["lr"], report["seed"]) == (defaults.lr, defaults.seed)

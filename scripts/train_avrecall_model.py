@@ -10,7 +10,7 @@ the object's shape and colour, then frozen (pretrain_vision_tower); `--vision fr
 weights and `--vision trained` trains it with the language model.
 
 Positions far beyond the training streams: a stream's TMRoPE positions grow by 25 per second, so after 20
-minutes a question sits 30,000 positions past the stream's start. Training streams are short (12-64 s), so
+minutes a question sits 30,000 positions past the stream's start. Training streams are short (6-60 s), so
 each is stretched at random: the gaps between chunks grow, as if it were a longer stream whose memory kept
 only these chunks (which is what a bounded memory shows the model), up to 25 minutes of stream time.
 
@@ -18,12 +18,12 @@ only these chunks (which is what a bounded memory shows the model), up to 25 min
     python scripts/train_avrecall_model.py       # hours on 2 cores (stops and resumes); writes the GGUF pair
                                                  # and docs/avrecall-training.json
     python scripts/train_avrecall_model.py --phase 20:6-8@24 --out-dir try --work-dir try  # a try
-    # the default phases' pair trained further by an eighth phase, without the seven phases' checkpoints
+    # the shipped pair trained further by a twelfth phase, without the checkpoints of the eleven default ones
     python scripts/train_avrecall_model.py --phase ... --phase 600:24-60@6/balanced \
-        --start-from omnimem_cpp/data/avrecall-text.gguf --phases-done 7 --out-dir try --work-dir try
+        --start-from omnimem_cpp/data/avrecall-text.gguf --phases-done 11 --out-dir try --work-dir try
     # ... with two more decoder layers, added as identities (--grow-layers)
     python scripts/train_avrecall_model.py --phase ... --phase 600:24-60@6 --grow-layers 2 \
-        --start-from omnimem_cpp/data/avrecall-text.gguf --phases-done 7 --out-dir try --work-dir try
+        --start-from omnimem_cpp/data/avrecall-text.gguf --phases-done 11 --out-dir try --work-dir try
     # the default phases from the start, with six decoder layers instead of four
     python scripts/train_avrecall_model.py --text-layers 6 --out-dir try --work-dir try
 

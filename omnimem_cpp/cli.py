@@ -181,7 +181,8 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
 
     options = {k: v for k, v in dict(
         minutes=args.minutes, budgets=args.budgets, policies=args.policies, seeds=args.seeds,
-        skip_streams=args.skip_streams, questions=args.questions, threads=args.threads, model=args.model, mmproj=args.mmproj).items() if v is not None}
+        skip_streams=args.skip_streams, questions=args.questions, threads=args.threads, model=args.model,
+        mmproj=args.mmproj).items() if v is not None}
     settings = BenchSettings.quick(**options) if args.quick else BenchSettings(**options)
     if args.report and settings.skip_streams:
         raise InvalidArgumentError("a run with --skip-streams holds only some of the streams: write the report "

@@ -72,7 +72,8 @@ def colour_answers(model: Optional[om.Model], config: AVRecallConfig) -> list:
         for q in all_questions(config, av.timeline):
             if q.kind in COLOUR_KINDS:
                 scene = scene_then(q, av.timeline)
-                said = verdict(q, normalise_answer(s.ask(q.text, max_tokens=4)), av.timeline) if s is not None else None
+                said = (verdict(q, normalise_answer(s.ask(q.text, max_tokens=4)), av.timeline)
+                        if s is not None else None)
                 found.append((q.kind, len(scene), chance_of_any_colour(q, scene), said))
     return found
 

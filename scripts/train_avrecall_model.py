@@ -737,6 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
 MAX_NAME = 255
 
 
+def file_digest(path: pathlib.Path) -> str:
+    """The first 10 hex digits of a file's SHA-1, which name the work folders built from it."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+
+
 def phase_dir_name(init_digest: str, vision: str, lr: float, curriculum: list) -> str:
     """The work folder of a phase, named by the initial weights, the learning rate and every phase up to this
     one (``curriculum``): a changed start or curriculum never resumes another's checkpoint. A curriculum too
@@ -877,24 +882,24 @@ def main(argv=None) -> int:
             init_dir, work / "standardise", args.seed, args.modality_marker, args.vision_block_gain,
             pretraining_steps, log, text_shape)))
     report.update(json.loads(init_report.read_text()))
-    init_digest = hashlib.sha1((init_dir / "model.safetensors").read_bytes()).hexdigest()[:10]
+    towers_digest = file_digest(init_dir / "model.safetensors")
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     convert_checkpoint(init_dir, untrained_text, "f32", mmproj=mmproj, mmproj_outtype="f32", progress=False)
-    previous, towers_digest = init_dir, init_digest
+    # the weights the next phase starts from, and the digest that names the phase folders after them
+    previous, start_digest = init_dir, towers_digest
 
-    def start_from(text_file: pathlib.Path, grow_layers: int = 0) -> tuple:
+    def start_from(text_file: pathlib.Path, text_digest: str, grow_layers: int = 0) -> tuple:
         """The start folder holding the language model of ``text_file`` on this run's towers, and its digest."""
-        file_digest = hashlib.sha1(text_file.read_bytes()).hexdigest()[:10]
-        start = work / (f"start-{towers_digest}-{file_digest}" + (f"-grow{grow_layers}" if grow_layers else ""))
+        start = work / (f"start-{towers_digest}-{text_digest}" + (f"-grow{grow_layers}" if grow_layers else ""))
         start_from_text_file(init_dir, start, text_file, untrained_text, grow_layers, args.seed)
-        return start, hashlib.sha1((start / "model.safetensors").read_bytes()).hexdigest()[:10]
+        return start, file_digest(start / "model.safetensors")
 
     if args.start_from is not None:
-        previous, init_digest = start_from(args.start_from, args.grow_layers)
-        report["start_from"] = {"file": args.start_from.name, "phases_done": phases_done,
-                                "sha1": hashlib.sha1(args.start_from.read_bytes()).hexdigest()[:10],
+        text_digest = file_digest(args.start_from)
+        previous, start_digest = start_from(args.start_from, text_digest, args.grow_layers)
+        report["start_from"] = {"file": args.start_from.name, "phases_done": phases_done, "sha1": text_digest,
                                 "grown_layers": args.grow_layers}
     with om.Model(untrained_text, mmproj=mmproj, n_threads=args.threads) as model:
         report["layout_check_rel_error"] = check_layout(model, init_dir)
@@ -905,9 +910,9 @@ def main(argv=None) -> int:
             if k in hand_offs:
                 hand_off = work / f"hand-off-{k}-text.gguf"
                 convert_checkpoint(previous, hand_off, "f16", progress=False)
-                previous, init_digest = start_from(hand_off)
+                previous, start_digest = start_from(hand_off, file_digest(hand_off))
                 log(f"after phase {k}: going on from its F16 text file ({hand_off.name})")
-            phase_dir = work / phase_dir_name(init_digest, args.vision, args.lr, phases[:k + 1])
+            phase_dir = work / phase_dir_name(start_digest, args.vision, args.lr, phases[:k + 1])
             done = phase_dir / "curve.json"
             if not done.exists():
                 phase_dir.mkdir(parents=True, exist_ok=True)

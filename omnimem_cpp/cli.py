@@ -47,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .model import Model
 
     options = dict(policy=args.policy, budget=args.budget, text_cap=args.text_cap, redundancy=args.redundancy,
-                   n_ctx=args.n_ctx, kv_type=args.kv_type)
+                   neighbours=args.neighbours, n_ctx=args.n_ctx, kv_type=args.kv_type)
     with Model(args.model, mmproj=args.mmproj, n_threads=args.threads, device=args.device) as model:
         if args.resume:
             stream = model.load_stream(args.resume)
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-cap", type=int, default=0, help="most text rows kept after the first media (0: all)")
     p.add_argument("--redundancy", default="value", choices=("value", "hidden"),
                    help="vectors omnimem compares neighbours with (hidden: exact, more memory)")
+    p.add_argument("--neighbours", default="sequence", choices=("sequence", "frame"),
+                   help="rows omnimem compares a row with (frame: a visual row's patch in the frames before "
+                        "and after it)")
     p.add_argument("--interactive", "-i", action="store_true",
                    help="answer questions typed on the terminal while --input is ingested in the background")
     p.add_argument("--save", metavar="FILE", help="save the stream to FILE afterwards (resume with --resume)")
@@ -375,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", type=_names,
                    help=f"bounded policies to compare, comma-separated, or \"\" for full alone (default: all of "
                         f"{', '.join(p for p in POLICIES if p != 'full')}); a policy may carry settings, "
-                        "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, n_sink, seed, score_queries, av_ratio)")
+                        "e.g. omnimem:lam=1:av_ratio=1 (lam, redundancy, neighbours, n_sink, seed, score_queries, "
+                        "av_ratio, calibrated)")
     p.add_argument("--seeds", type=int, help="streams per length (default 3)")
     p.add_argument("--skip-streams", type=int, metavar="K",
                    help="leave out the first K streams of each length, e.g. to run them in another process "

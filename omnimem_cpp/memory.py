@@ -37,7 +37,7 @@ from .errors import InvalidArgumentError
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["POLICIES", "REDUNDANCY", "Budget", "LayerStats", "StreamStats", "select", "AV_RATIO"]
+__all__ = ["POLICIES", "REDUNDANCY", "NEIGHBOURS", "Budget", "LayerStats", "StreamStats", "select", "AV_RATIO"]
 
 POLICIES = {
     "full": lib.OM_POLICY_FULL,
@@ -49,6 +49,8 @@ POLICIES = {
     "random": lib.OM_POLICY_RANDOM,
 }
 REDUNDANCY = {"value": lib.OM_REDUNDANCY_VALUE, "hidden": lib.OM_REDUNDANCY_HIDDEN}
+# which rows a row's redundancy is measured against (omnimem.h, om_neighbours)
+NEIGHBOURS = {"sequence": lib.OM_NEIGHBOURS_SEQUENCE, "frame": lib.OM_NEIGHBOURS_FRAME}
 AV_RATIO = 5.0          # r: visual budget per audio budget in the default split (the method's best setting)
 MODALITIES = {"text": 0, "visual": 1, "audio": 2}
 
@@ -200,12 +202,14 @@ def read_stats(handle) -> StreamStats:
 
 
 def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text_cap: int, n_extra: int,
-                redundancy: str, score_queries: int) -> None:
+                redundancy: str, score_queries: int, neighbours: str = "sequence") -> None:
     """Writes the policy's parameters into an ``om_memory_params`` (budget excluded)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")
     if redundancy not in REDUNDANCY:
         raise InvalidArgumentError(f"unknown redundancy {redundancy!r}; available: {', '.join(REDUNDANCY)}")
+    if neighbours not in NEIGHBOURS:
+        raise InvalidArgumentError(f"unknown neighbours {neighbours!r}; available: {', '.join(NEIGHBOURS)}")
     memory.policy = POLICIES[policy]
     memory.lam = lam
     memory.n_sink = n_sink
@@ -214,6 +218,7 @@ def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text
     memory.n_extra = n_extra
     memory.redundancy = REDUNDANCY[redundancy]
     memory.n_score_queries = score_queries
+    memory.neighbours = NEIGHBOURS[neighbours]
 
 
 def stream_budget(model: "Model", params, budget: Union[Budget, int, str, os.PathLike, dict, None]):
@@ -242,6 +247,8 @@ def select(
     keys: Optional[np.ndarray] = None,
     history: Optional[np.ndarray] = None,
     seq: Optional[Union[Sequence[int], np.ndarray]] = None,
+    pos: Optional[np.ndarray] = None,
+    neighbours: str = "sequence",
     lam: float = 0.02,
     n_sink: int = 4,
     seed: int = 0,
@@ -259,6 +266,10 @@ def select(
         history: ``[n - c]`` running importance of the memory rows, or None.
         seq: ``[n]`` each row's index in the stream, ascending (``uniform`` and ``random`` rank the rows by
             it, so that a stream keeps the same rows whenever it compacts), or None: ``0 .. n - 1``.
+        pos: ``[n, 3]`` each row's M-RoPE position ``(t, h, w)``, as :meth:`Stream.layer_rows` gives it; needed
+            with ``neighbours="frame"``.
+        neighbours: ``"sequence"`` (the method's: the rows before and after) or ``"frame"`` (a visual row's
+            patch in the frames before and after), as a stream's.
         score_queries: at most how many of the chunk's queries measure the attention received, as in a stream
             (see :class:`~omnimem_cpp.Stream`); 0: all of them.
 
@@ -272,7 +283,7 @@ def select(
     n = mods.size
     params = ffi.new("om_memory_params *")
     fill_params(params, policy=policy, lam=lam, n_sink=n_sink, seed=seed, text_cap=0, n_extra=0,
-                redundancy="hidden", score_queries=score_queries)
+                redundancy="hidden", score_queries=score_queries, neighbours=neighbours)
     keep_alive = []
 
     def buffer(array: Optional[np.ndarray], shape_ok, what: str):
@@ -299,6 +310,13 @@ def select(
         if seq.shape != (n,):
             raise InvalidArgumentError(f"seq must be [{n}] like modality, got shape {list(seq.shape)}")
         seq_ptr = ffi.from_buffer("int32_t[]", seq)
+    if pos is None:
+        pos_ptr = ffi.NULL
+    else:
+        pos = np.ascontiguousarray(pos, dtype=np.int32)
+        if pos.shape != (n, 3):
+            raise InvalidArgumentError(f"pos must be [{n}, 3] (t, h, w of each row), got shape {list(pos.shape)}")
+        pos_ptr = ffi.from_buffer("int32_t[]", pos)
     audio, visual = (int(x) for x in budget)
     kept = np.empty(n, dtype=np.int32)
     importance = np.zeros(n, dtype=np.float32)
@@ -306,6 +324,7 @@ def select(
     check(lib.om_memory_select(
         params, n, n_chunk, h_ptr, h.shape[1] if h is not None else 0,
         q_ptr, q.shape[1] if q is not None else 0, k_ptr, k.shape[1] if k is not None else 0,
-        k.shape[2] if k is not None else 0, ffi.from_buffer("int8_t[]", mods), history_ptr, seq_ptr, audio, visual,
+        k.shape[2] if k is not None else 0, ffi.from_buffer("int8_t[]", mods), history_ptr, seq_ptr, pos_ptr, audio,
+        visual,
         ffi.from_buffer("int32_t[]", kept), n_kept, ffi.from_buffer("float[]", importance)))
     return kept[: n_kept[0]].copy(), importance

@@ -68,6 +68,10 @@ class Stream(NativeHandle):
             estimate of the sum over all of them at a fraction of its cost. 0: every query, the method's sum.
         redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
             layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
+        neighbours: which rows a row's redundancy is measured against: ``"sequence"`` (default, the
+            method's: the rows before and after it) or ``"frame"`` (a visual row: the same patch in the
+            frames before and after it that the layer holds, so that a frame repeating the last one scores
+            as redundant).
         n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 512).
         n_ctx: rows of memory per layer of an unbounded (``"full"``) stream.
         n_batch: the most tokens evaluated in one graph; longer feeds are split.
@@ -88,6 +92,7 @@ class Stream(NativeHandle):
         n_sink: int = 4,
         seed: int = 0,
         redundancy: str = "value",
+        neighbours: str = "sequence",
         score_queries: int = 32,
         n_extra: int = 0,
         n_ctx: int = 4096,
@@ -106,7 +111,7 @@ class Stream(NativeHandle):
         params.n_batch = n_batch
         params.kv_type = KV_TYPES[kv_type]
         fill_params(params.memory, policy=policy, lam=lam, n_sink=n_sink, seed=seed, text_cap=text_cap,
-                    n_extra=n_extra, redundancy=redundancy, score_queries=score_queries)
+                    n_extra=n_extra, redundancy=redundancy, score_queries=score_queries, neighbours=neighbours)
         budget_table = stream_budget(model, params, budget)
         out = ffi.new("om_stream **")
         check(lib.om_stream_init(model.handle, params, out))

@@ -337,13 +337,15 @@ def test_long_benchmark_streams_introduce_their_objects_and_sounds_and_short_one
 
 
 def test_a_policy_spec_carries_its_settings_into_the_stream():
-    """omnimem:lam=1:av_ratio=1:redundancy=hidden gives a stream whose memory has those settings: an even
-    audio/visual split of the budget (the default splits 1:5), λ = 1 and hidden-state redundancy vectors."""
+    """omnimem:lam=1:av_ratio=1:redundancy=hidden:neighbours=frame gives a stream whose memory has those
+    settings: an even audio/visual split of the budget (the default splits 1:5), λ = 1, hidden-state
+    redundancy vectors compared across frames."""
     from omnimem_cpp._native import ffi, lib
-    from omnimem_cpp.memory import AV_RATIO, REDUNDANCY
+    from omnimem_cpp.memory import AV_RATIO, NEIGHBOURS, REDUNDANCY
 
-    spec = parse_policy("omnimem:lam=1:av_ratio=1:redundancy=hidden")
-    assert (spec.name, spec.policy) == ("omnimem:lam=1:av_ratio=1:redundancy=hidden", "omnimem")
+    written = "omnimem:lam=1:av_ratio=1:redundancy=hidden:neighbours=frame"
+    spec = parse_policy(written)
+    assert (spec.name, spec.policy) == (written, "omnimem")
     with om.Model(MODEL, mmproj=PROJECTOR) as model:
         with spec.stream(model, 256) as s, parse_policy("omnimem").stream(model, 256) as plain:
             assert s.stats().layers[0].budget == (128, 128)
@@ -352,6 +354,9 @@ def test_a_policy_spec_carries_its_settings_into_the_stream():
             params = ffi.new("om_stream_params *")
             lib.om_stream_get_params(s.handle, params)
             assert params.memory.lam == 1.0 and params.memory.redundancy == REDUNDANCY["hidden"]
+            assert params.memory.neighbours == NEIGHBOURS["frame"]
+            lib.om_stream_get_params(plain.handle, params)
+            assert params.memory.neighbours == NEIGHBOURS["sequence"]
 
 
 def test_a_calibrated_cell_spreads_its_budget_as_the_method_allocates_it(monkeypatch):

@@ -87,8 +87,8 @@ def test_run_streams_a_video_under_a_budget_saves_and_resumes(tmp_path):
 
     clip = write_demo_clip(tmp_path / "clip.mp4", seconds=6)
     common = [DEMO_MODEL, "--mmproj", DEMO_PROJECTOR, "--threads", "1", "--max-tokens", "2", "--json"]
-    proc = omnimem("run", *common, "--input", clip, "--policy", "omnimem", "--budget", "64",
-                   "--ask", "What?", "--save", tmp_path / "s.oms", cwd=tmp_path)
+    proc = omnimem("run", *common, "--input", clip, "--policy", "omnimem", "--budget", "64", "--neighbours",
+                   "frame", "--ask", "What?", "--save", tmp_path / "s.oms", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     first = json.loads(proc.stdout)
     assert first["policy"] == "omnimem" and first["compactions"] > 0 and len(first["answers"]) == 1

@@ -46,10 +46,26 @@ def reference_importance(queries, keys, history, score_queries=0):
     return received
 
 
-def reference_scores(hidden, importance, lam):
+def reference_neighbours(modality, pos, neighbours):
+    """Each row's neighbour before and after it (-1: none): the rows next to it, or, with "frame", for a
+    visual row the nearest visual rows at the same (h, w) position before and after it."""
+    n = len(modality)
+    before, after = np.arange(n) - 1, np.where(np.arange(n) + 1 < n, np.arange(n) + 1, -1)
+    if neighbours == "frame":
+        for j in np.flatnonzero(modality == VISUAL):
+            same = np.flatnonzero((modality == VISUAL) & (pos[:, 1] == pos[j, 1]) & (pos[:, 2] == pos[j, 2]))
+            earlier, later = same[same < j], same[same > j]
+            before[j] = earlier[-1] if earlier.size else -1
+            after[j] = later[0] if later.size else -1
+    return before, after
+
+
+def reference_scores(hidden, importance, lam, modality, pos=None, neighbours="sequence"):
+    """p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda, s_j the cosines with both neighbours (a missing one: 1)."""
     unit = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
-    cos = (unit[:-1] * unit[1:]).sum(axis=1)
-    s = np.concatenate([[1.0], cos]) + np.concatenate([cos, [1.0]])
+    before, after = reference_neighbours(np.asarray(modality), pos, neighbours)
+    s = np.array([sum(1.0 if o < 0 else float(unit[j] @ unit[o]) for o in (before[j], after[j]))
+                  for j in range(len(unit))])
     return np.sqrt(np.maximum(0.0, 1.0 - s / 2)) * importance ** lam
 
 
@@ -68,7 +84,7 @@ def splitmix64(x):
 
 
 def reference_select(policy, modality, budget, *, hidden=None, queries=None, keys=None, history=None, lam=0.02,
-                     n_sink=4, score_queries=32, seq=None, seed=0):
+                     n_sink=4, score_queries=32, seq=None, seed=0, pos=None, neighbours="sequence"):
     modality = np.asarray(modality)
     n = modality.size
     seq = np.arange(n) if seq is None else np.asarray(seq)
@@ -83,10 +99,10 @@ def reference_select(policy, modality, budget, *, hidden=None, queries=None, key
         return rows[np.argsort(-score[rows], kind="stable")[:count]]
 
     if policy == "omnimem":
-        p = reference_scores(hidden, importance, lam)
+        p = reference_scores(hidden, importance, lam, modality, pos, neighbours)
         kept = np.concatenate([top(audio, p, budget[0]), top(visual, p, budget[1])])
     elif policy == "omnimem-nosplit":
-        kept = top(media, reference_scores(hidden, importance, lam), k)
+        kept = top(media, reference_scores(hidden, importance, lam, modality, pos, neighbours), k)
     elif policy == "attention-topk":
         kept = top(media, importance, k)
     elif policy == "sink-window":
@@ -131,6 +147,64 @@ def test_native_selection_equals_the_numpy_formulas(policy, heads, with_history,
         if policy in ("omnimem", "omnimem-nosplit", "attention-topk"):
             np.testing.assert_allclose(importance, want_importance, rtol=1e-5, atol=1e-6)
             assert importance[n - c:].sum() <= c + 1e-3   # each query distributes one unit of attention
+
+
+def framed_layer(rng, n_chunks, grid=(2, 3), dim=16, drop=0.3):
+    """Chunks of a few audio rows and two frames of a grid of patches (each at its (t, h, w)), text here and
+    there, and a share of the rows dropped at random, as a compaction leaves a layer."""
+    mods, pos = [], []
+    for c in range(n_chunks):
+        t = 50 * c
+        mods += [AUDIO] * 3
+        pos += [(t + i, t + i, t + i) for i in range(3)]
+        for frame in range(2):
+            mods += [VISUAL] * (grid[0] * grid[1])
+            pos += [(t + 25 * frame, 1 + h, 1 + w) for h in range(grid[0]) for w in range(grid[1])]
+        if rng.random() < 0.3:
+            mods.append(TEXT)
+            pos.append((t + 49,) * 3)
+    kept = rng.random(len(mods)) >= drop
+    n = int(kept.sum())
+    return dict(modality=np.array(mods, np.int8)[kept], pos=np.array(pos, np.int32)[kept],
+                hidden=rng.normal(size=(n, dim)).astype(np.float32))
+
+
+@pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit"])
+@pytest.mark.parametrize("with_attention", [False, True])
+def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention):
+    """With neighbours="frame" a visual row's redundancy is its cosines with its patch (same h and w) in the
+    nearest frames held before and after it; audio and text rows keep the rows next to them."""
+    rng = np.random.default_rng(11)
+    differ = []
+    for n_chunks, budget in [(6, (4, 10)), (10, (2, 30)), (3, (0, 5))]:
+        layer = framed_layer(rng, n_chunks)
+        n, c = len(layer["modality"]), 8
+        attention, lam = {}, 0.0       # no attention measured: lambda 0, or every score would be 0
+        if with_attention:
+            attention, lam = dict(queries=rng.normal(size=(c, 4, 8)).astype(np.float32),
+                                  keys=rng.normal(size=(n, 2, 8)).astype(np.float32)), 0.3
+        kept, _ = om.memory.select(policy=policy, budget=budget, neighbours="frame", lam=lam, **layer, **attention)
+        want, _ = reference_select(policy, layer["modality"], budget, hidden=layer["hidden"], lam=lam,
+                                   pos=layer["pos"], neighbours="frame", **attention)
+        np.testing.assert_array_equal(kept, want)
+        sequence, _ = om.memory.select(policy=policy, budget=budget, lam=lam, **layer, **attention)
+        differ.append(not np.array_equal(sequence, kept))
+    assert any(differ)                                    # the neighbours do change what is kept
+
+
+def test_frame_neighbours_keep_the_frame_that_changed():
+    """Six frames of four patches, each frame repeating the one before except the fourth, whose patches are
+    the others' turned around: measured against the frames before and after, the changed frame's patches
+    differ from both neighbours and those of the frames beside it from one, so a budget of one frame keeps
+    the changed one."""
+    rng = np.random.default_rng(5)
+    still = rng.normal(size=(4, 16))
+    changed = -still
+    hidden = np.concatenate([changed if f == 3 else still for f in range(6)]).astype(np.float32)
+    pos = np.array([(25 * f, 1 + p // 2, 1 + p % 2) for f in range(6) for p in range(4)], np.int32)
+    kept, _ = om.memory.select(policy="omnimem", budget=(0, 4), neighbours="frame", lam=0.0,
+                               modality=np.full(24, VISUAL, np.int8), hidden=hidden, pos=pos)
+    np.testing.assert_array_equal(kept, np.arange(12, 16))
 
 
 @pytest.mark.parametrize("kinds", [(TEXT, VISUAL), (TEXT, AUDIO), (VISUAL,), (AUDIO,), (TEXT,)])
@@ -187,6 +261,12 @@ def test_selection_rejects_bad_arrays():
         om.memory.select(policy="uniform", budget=(1, 1), modality=layer["modality"], seq=np.arange(5))
     with pytest.raises(InvalidArgumentError, match="ascend"):
         om.memory.select(policy="uniform", budget=(1, 1), modality=layer["modality"], seq=np.arange(20)[::-1])
+    with pytest.raises(InvalidArgumentError, match="positions"):
+        om.memory.select(policy="omnimem", budget=(1, 1), neighbours="frame", **layer)
+    with pytest.raises(InvalidArgumentError, match="pos must be"):
+        om.memory.select(policy="omnimem", budget=(1, 1), neighbours="frame", pos=np.zeros((20, 2)), **layer)
+    with pytest.raises(InvalidArgumentError, match="unknown neighbours"):
+        om.memory.select(policy="omnimem", budget=(1, 1), neighbours="patch", **layer)
 
 
 # --- budgets ------------------------------------------------------------------------------------------------
@@ -219,10 +299,11 @@ def model(tiny_gguf):
         yield m
 
 
-def scenario(ref, n_prefix=6, chunks=(30, 30, 30), seed=0):
+def scenario(ref, n_prefix=6, chunks=(30, 30, 30), seed=0, fixed_grid=False):
     """Token-embedding text prefix, then chunks of media rows with random embeddings (stand-ins for encoder
     outputs) at TMRoPE-like positions, then a text question. Returns embeddings [n, d], positions [n, 3],
-    modality [n], and where each piece ends."""
+    modality [n], and where each piece ends. With fixed_grid the rows' (h, w) repeat a 2 x 2 grid from the
+    stream's start, as a video's patches do, instead of starting again at each chunk's position."""
     rng = np.random.default_rng(seed)
     ids = torch.tensor(rng.integers(0, 1000, n_prefix + 4))
     text_embd = ref.get_input_embeddings()(ids).detach().numpy()
@@ -233,7 +314,8 @@ def scenario(ref, n_prefix=6, chunks=(30, 30, 30), seed=0):
         embd.append(rng.normal(0, 1, (n, text_embd.shape[1])).astype(np.float32))
         m = rng.choice([VISUAL, AUDIO], size=n, p=[0.75, 0.25]).astype(np.int8)
         k = np.arange(n)
-        pos.append(np.stack([p + k // 4, p + (k % 4) // 2, p + k % 2], axis=1))
+        grid = n_prefix if fixed_grid else p
+        pos.append(np.stack([p + k // 4, grid + (k % 4) // 2, grid + k % 2], axis=1))
         mods.append(m)
         p += n // 4 + 1
         ends.append(ends[-1] + n)
@@ -352,21 +434,24 @@ def test_every_layer_keeps_what_the_method_selects_from_transformers_signals(mod
     assert not np.array_equal(kept[0], kept[1])             # layers choose independently
 
 
-def test_redundancy_kept_between_compactions_equals_measuring_it_afresh(model, tiny_reference):
+@pytest.mark.parametrize("neighbours", ["sequence", "frame"])
+def test_redundancy_kept_between_compactions_equals_measuring_it_afresh(model, tiny_reference, neighbours):
     """A row's cosine with its neighbour is measured once and kept until another row follows it (a gap left
     by a compaction, new rows after a rollback). Layer 0's redundancy vectors are the fed embeddings
     themselves, so at every compaction its kept rows must be what the numpy method picks from scratch among
     the rows it held and the chunk's."""
-    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 6, seed=4)
+    embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 6, seed=4,
+                                     fixed_grid=neighbours == "frame")
     budget = (6, 20)
     with model.stream("omnimem", budget=om.Budget(table=(budget, budget)), kv_type="f32", redundancy="hidden",
-                      lam=0.0) as s:
+                      lam=0.0, neighbours=neighbours) as s:
         s.feed_embeddings(embd[: ends[0]], pos[: ends[0]], mods[: ends[0]])
         held = s.layer_tokens(0)
         for start, end in zip(ends[:-2], ends[1:-1]):
             s.feed_embeddings(embd[start:end], pos[start:end], mods[start:end])
             rows = np.concatenate([held, np.arange(start, end)])
-            picked, _ = reference_select("omnimem", mods[rows], budget, hidden=embd[rows], lam=0.0)
+            picked, _ = reference_select("omnimem", mods[rows], budget, hidden=embd[rows], lam=0.0, pos=pos[rows],
+                                         neighbours=neighbours)
             held = s.layer_tokens(0)
             np.testing.assert_array_equal(held, rows[picked], err_msg=f"after the chunk ending at {end}")
             # text rows fed and rolled back leave a last row whose neighbour is gone
@@ -525,10 +610,11 @@ def test_every_policy_streams_media_and_answers_within_its_budget(tiny_multimoda
     assert before.score_seconds + before.compact_seconds <= before.ingest_seconds
 
 
-def test_saved_stream_resumes_with_the_same_logits(tiny_multimodal, tmp_path):
+@pytest.mark.parametrize("neighbours", ["sequence", "frame"])
+def test_saved_stream_resumes_with_the_same_logits(tiny_multimodal, tmp_path, neighbours):
     frames, pcm = media_clip(9, seed=6)
     path = tmp_path / "stream.oms"
-    with tiny_multimodal.stream("omnimem", budget=30, n_extra=512, seed=3) as s:
+    with tiny_multimodal.stream("omnimem", budget=30, n_extra=512, seed=3, neighbours=neighbours) as s:
         s.feed("<|im_start|>user\n")
         s.feed(video=frames[:8], audio=pcm[:64000])
         s.feed(video=frames[8:11], audio=pcm[64000:90000])  # leaves media pending in the open block

@@ -182,6 +182,13 @@ typedef enum om_redundancy {
     OM_REDUNDANCY_HIDDEN = 1,  // the layer-input hidden states, as the method defines; n_embd more per row
 } om_redundancy;
 
+// Which rows a row's redundancy in the OMNIMEM score is measured against.
+typedef enum om_neighbours {
+    OM_NEIGHBOURS_SEQUENCE = 0,  // the rows before and after it in its layer, as the method defines (default)
+    OM_NEIGHBOURS_FRAME    = 1,  // for a visual row, the rows at its patch position (M-RoPE h and w) in the
+                                 // nearest earlier and later frames its layer holds; other rows as SEQUENCE
+} om_neighbours;
+
 typedef struct om_memory_params {
     om_policy       policy;
     const int32_t * budget;      // [n_layer][2]: audio and visual rows each layer keeps; NULL: unbounded.
@@ -197,6 +204,7 @@ typedef struct om_memory_params {
                                       // from (OMNIMEM with lam > 0, ATTENTION_TOPK): every ceil(n / this)-th
                                       // back from the last, the sum scaled to the whole batch. 0: every query,
                                       // the method's exact sum (32)
+    om_neighbours   neighbours;
 } om_memory_params;
 
 typedef struct om_stream_params {
@@ -369,13 +377,16 @@ OM_API int32_t om_stream_extra_rows(const om_stream_params * params);
 //   modality: [n] om_modality values; history: [n - n_chunk] running importance of the memory rows, or NULL
 //   seq:      [n] each row's index in the stream, ascending (what UNIFORM and RANDOM rank rows by), or NULL:
 //             0 .. n - 1
+//   pos:      [n][3] each row's M-RoPE position (t, h, w) (needed with memory.neighbours OM_NEIGHBOURS_FRAME;
+//             else may be NULL)
 // Writes the kept rows' indices, ascending, to out_kept (capacity n) with their count, and each row's
 // importance after the running average to out_importance ([n], may be NULL; zeros when not computed).
 OM_API om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk,
                                   const float * hidden, int32_t dim,
                                   const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv,
                                   int32_t head_dim, const int8_t * modality, const float * history,
-                                  const int32_t * seq, int32_t budget_audio, int32_t budget_visual,
+                                  const int32_t * seq, const int32_t * pos, int32_t budget_audio,
+                                  int32_t budget_visual,
                                   int32_t * out_kept, int32_t * out_n_kept, float * out_importance);
 
 //

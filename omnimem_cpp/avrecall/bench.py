@@ -107,8 +107,8 @@ def flag(value: str) -> bool:
 
 # settings a policy spec may give, with their types: the stream's (see Stream), the budget's audio/visual
 # split, and whether the budget is spread over layers and modalities by calibration (calibration_signals)
-POLICY_SETTINGS = {"lam": float, "redundancy": str, "n_sink": int, "seed": int, "score_queries": int,
-                   "av_ratio": float, "calibrated": flag}
+POLICY_SETTINGS = {"lam": float, "redundancy": str, "neighbours": str, "n_sink": int, "seed": int,
+                   "score_queries": int, "av_ratio": float, "calibrated": flag}
 
 # the streams a calibrated cell measures the model on: one minute each, seeds apart from the benchmark's (small
 # numbers), the training streams' (1,000,000 to about 2,000,000) and the vision pretraining's (5,000,000 on)

@@ -108,17 +108,18 @@ int64_t om_stream_row_bytes(const om_model * model, const om_stream_params * par
 namespace {
 
 // The attention received (from the last n_chunk rows' queries, causally, n_queries of them as a stream measures
-// it) and the adjacent cosines of the redundancy vectors, computed on the CPU backend with the same graph pieces
-// a stream uses.
+// it) and the cosines of the redundancy vectors' neighbour pairs (pairs: NULL for none), computed on the CPU
+// backend with the same graph pieces a stream uses.
 struct measured {
     std::vector<float> received, cosines;
 };
 
-measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, const float * queries,
-                 int32_t n_head, const float * keys, int32_t n_head_kv, int32_t head_dim, int32_t n_queries) {
+measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, const neighbour_pairs * pairs,
+                 const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv, int32_t head_dim,
+                 int32_t n_queries) {
     measured out;
     const bool attention = queries != nullptr && n_chunk > 0;
-    const bool redundancy = hidden != nullptr && n >= 2;
+    const bool redundancy = hidden != nullptr && pairs != nullptr && !pairs->first.empty();
     if (!attention && !redundancy) {
         return out;
     }
@@ -137,6 +138,7 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
 
     ggml_cgraph * gf = ggml_new_graph(ctx);
     ggml_tensor *q = nullptr, *k = nullptr, *mask = nullptr, *h = nullptr, *received = nullptr, *cosines = nullptr;
+    ggml_tensor *first = nullptr, *second = nullptr;
     if (attention) {
         q = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, head_dim, n_head, n_chunk);
         k = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, int64_t(head_dim) * n_head_kv, n);
@@ -146,7 +148,9 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
     }
     if (redundancy) {
         h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, dim, n);
-        cosines = adjacent_cosines(ctx, h);
+        first = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(pairs->first.size()));
+        second = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(pairs->second.size()));
+        cosines = row_pair_cosines(ctx, h, first, second);
         ggml_build_forward_expand(gf, cosines);
     }
     buffer = ggml_backend_alloc_ctx_tensors(ctx, cpu);
@@ -165,6 +169,8 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
     }
     if (redundancy) {
         ggml_backend_tensor_set(h, hidden, 0, ggml_nbytes(h));
+        ggml_backend_tensor_set(first, pairs->first.data(), 0, ggml_nbytes(first));
+        ggml_backend_tensor_set(second, pairs->second.data(), 0, ggml_nbytes(second));
     }
     if (ggml_backend_graph_compute(cpu, gf) != GGML_STATUS_SUCCESS) {
         fail(OM_STATUS_BACKEND_ERROR, "the CPU backend failed to score the rows");
@@ -174,7 +180,7 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
         ggml_backend_tensor_get(received, out.received.data(), 0, ggml_nbytes(received));
     }
     if (redundancy) {
-        out.cosines.resize(size_t(n - 1));
+        out.cosines.resize(pairs->first.size());
         ggml_backend_tensor_get(cosines, out.cosines.data(), 0, ggml_nbytes(cosines));
     }
     return out;
@@ -185,8 +191,8 @@ measured measure(int32_t n, int32_t n_chunk, const float * hidden, int32_t dim, 
 om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk, const float * hidden,
                            int32_t dim, const float * queries, int32_t n_head, const float * keys, int32_t n_head_kv,
                            int32_t head_dim, const int8_t * modality, const float * history, const int32_t * seq,
-                           int32_t budget_audio, int32_t budget_visual, int32_t * out_kept, int32_t * out_n_kept,
-                           float * out_importance) {
+                           const int32_t * pos, int32_t budget_audio, int32_t budget_visual, int32_t * out_kept,
+                           int32_t * out_n_kept, float * out_importance) {
     return guarded([&] {
         require(params != nullptr && out_kept != nullptr && out_n_kept != nullptr,
                 "params, out_kept and out_n_kept must not be NULL");
@@ -210,8 +216,19 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
         if (redundancy && n >= 2) {
             require(hidden != nullptr && dim > 0, "this policy needs the redundancy vectors (hidden, dim > 0)");
         }
-        const measured m = measure(n, n_chunk, redundancy ? hidden : nullptr, dim, attention ? queries : nullptr,
-                                   n_head, keys, n_head_kv, head_dim, params->n_score_queries);
+        std::vector<om::modality> mods(static_cast<size_t>(n));
+        for (int32_t j = 0; j < n; ++j) {
+            mods[size_t(j)] = om::modality(modality[j]);
+        }
+        neighbour_pairs pairs;
+        if (redundancy) {
+            require(params->neighbours != OM_NEIGHBOURS_FRAME || n == 0 || pos != nullptr,
+                    "frame neighbours need the rows' positions (pos)");
+            pairs = find_neighbour_pairs(params->neighbours, mods.data(), pos, n);
+        }
+        const measured m = measure(n, n_chunk, redundancy ? hidden : nullptr, dim, redundancy ? &pairs : nullptr,
+                                   attention ? queries : nullptr, n_head, keys, n_head_kv, head_dim,
+                                   params->n_score_queries);
 
         std::vector<float> importance(size_t(n), 0.0f);
         for (int32_t j = 0; j < n; ++j) {
@@ -223,15 +240,14 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
                 importance[size_t(j)] = now;
             }
         }
-        std::vector<om::modality> mods(static_cast<size_t>(n));
-        for (int32_t j = 0; j < n; ++j) {
-            mods[size_t(j)] = om::modality(modality[j]);
-        }
         selection_input in;
         in.mod = mods.data();
         in.n = n;
         in.importance = importance.data();
-        in.adjacent_cos = m.cosines.empty() ? nullptr : m.cosines.data();
+        if (!m.cosines.empty()) {
+            in.pairs = &pairs;
+            in.pair_cos = m.cosines.data();
+        }
         in.budget_audio = budget_audio;
         in.budget_visual = budget_visual;
         in.seq = seq;

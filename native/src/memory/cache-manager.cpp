@@ -93,79 +93,112 @@ void cache_manager::add_received(int32_t il, const float * received, int32_t n) 
     }
 }
 
-std::vector<std::vector<float>> cache_manager::adjacent_cosines(const graph_runner & run,
-                                                                 const std::vector<bool> & layers) {
+namespace {
+
+// Whether the cosine of a pair of rows is still the one a row holds from an earlier compaction: stored rows never
+// change, so it holds while the same row follows (sequence pairs: until another row comes next; frame pairs:
+// as long as the row at the patch next is the one measured).
+bool cosine_known(const std::vector<row_meta> & rows, int32_t first, int32_t second, bool across_frames) {
+    const row_meta & r = rows[size_t(first)];
+    return across_frames ? r.patch_next_seq == rows[size_t(second)].seq : r.next_cos_known;
+}
+
+} // namespace
+
+std::vector<cache_manager::layer_neighbours> cache_manager::neighbour_cosines(const graph_runner & run,
+                                                                            const std::vector<bool> & layers) {
     const size_t n_layer = layers.size();
-    // only the rows whose next row is new since their cosine was measured: the chunk's, and those before
-    // the gaps the last compaction left
-    std::vector<std::vector<int32_t>> unknown(n_layer), next(n_layer);
+    std::vector<layer_neighbours> out(n_layer);
+    // only the pairs new since their cosine was measured: the chunk's, and those across the gaps the last
+    // compaction left
+    std::vector<std::vector<int32_t>> unknown(n_layer), first(n_layer), second(n_layer);
     bool any = false;
     for (size_t il = 0; il < n_layer; ++il) {
         const std::vector<row_meta> & rows = kv_->rows(int32_t(il));
-        for (int32_t j = 0; layers[il] && j + 1 < int32_t(rows.size()); ++j) {
-            if (!rows[size_t(j)].next_cos_known) {
-                unknown[il].push_back(j);
-                next[il].push_back(j + 1);
+        if (!layers[il]) {
+            continue;
+        }
+        const int32_t n = int32_t(rows.size());
+        std::vector<modality> mods(static_cast<size_t>(n));
+        std::vector<int32_t> pos(size_t(n) * 3);
+        for (int32_t j = 0; j < n; ++j) {
+            mods[size_t(j)] = rows[size_t(j)].mod;
+            std::copy(rows[size_t(j)].pos, rows[size_t(j)].pos + 3, pos.begin() + 3 * size_t(j));
+        }
+        neighbour_pairs & pairs = out[il].pairs;
+        pairs = find_neighbour_pairs(params_.neighbours, mods.data(), pos.data(), n);
+        out[il].cos.resize(pairs.first.size());
+        for (size_t i = 0; i < pairs.first.size(); ++i) {
+            const row_meta & r = rows[size_t(pairs.first[i])];
+            if (cosine_known(rows, pairs.first[i], pairs.second[i], pairs.across_frames[i])) {
+                out[il].cos[i] = pairs.across_frames[i] ? r.patch_next_cos : r.next_cos;
+            } else {
+                unknown[il].push_back(int32_t(i));
+                first[il].push_back(pairs.first[i]);
+                second[il].push_back(pairs.second[i]);
             }
         }
         any = any || !unknown[il].empty();
     }
-    if (any) {
-        std::vector<ggml_tensor *> rows_in(n_layer, nullptr), next_in(n_layer, nullptr), out(n_layer, nullptr);
-        run(
-            [&](ggml_context * ctx, ggml_cgraph * gf) {
-                for (size_t il = 0; il < n_layer; ++il) {
-                    if (unknown[il].empty()) {
-                        continue;
-                    }
-                    ggml_tensor * store = kv_->hidden(int32_t(il)) != nullptr ? kv_->hidden(int32_t(il))
-                                                                              : kv_->v(int32_t(il));
-                    const int64_t m = int64_t(unknown[il].size());
-                    rows_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
-                    next_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
-                    ggml_set_input(rows_in[il]);
-                    ggml_set_input(next_in[il]);
-                    out[il] = om::row_pair_cosines(ctx, store, rows_in[il], next_in[il]);
-                    ggml_set_output(out[il]);
-                    ggml_build_forward_expand(gf, out[il]);
+    if (!any) {
+        return out;
+    }
+    std::vector<ggml_tensor *> first_in(n_layer, nullptr), second_in(n_layer, nullptr), cos(n_layer, nullptr);
+    run(
+        [&](ggml_context * ctx, ggml_cgraph * gf) {
+            for (size_t il = 0; il < n_layer; ++il) {
+                if (unknown[il].empty()) {
+                    continue;
                 }
-                return [&] {
-                    for (size_t il = 0; il < n_layer; ++il) {
-                        if (out[il] != nullptr) {
-                            const size_t bytes = sizeof(int32_t) * unknown[il].size();
-                            ggml_backend_tensor_set(rows_in[il], unknown[il].data(), 0, bytes);
-                            ggml_backend_tensor_set(next_in[il], next[il].data(), 0, bytes);
-                        }
-                    }
-                };
-            },
-            [&] {
-                std::vector<float> measured;
+                ggml_tensor * store = kv_->hidden(int32_t(il)) != nullptr ? kv_->hidden(int32_t(il))
+                                                                          : kv_->v(int32_t(il));
+                const int64_t m = int64_t(unknown[il].size());
+                first_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
+                second_in[il] = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, m);
+                ggml_set_input(first_in[il]);
+                ggml_set_input(second_in[il]);
+                cos[il] = om::row_pair_cosines(ctx, store, first_in[il], second_in[il]);
+                ggml_set_output(cos[il]);
+                ggml_build_forward_expand(gf, cos[il]);
+            }
+            return [&] {
                 for (size_t il = 0; il < n_layer; ++il) {
-                    if (out[il] == nullptr) {
-                        continue;
-                    }
-                    measured.resize(unknown[il].size());
-                    ggml_backend_tensor_get(out[il], measured.data(), 0, ggml_nbytes(out[il]));
-                    std::vector<row_meta> & rows = kv_->rows(int32_t(il));
-                    for (size_t i = 0; i < measured.size(); ++i) {
-                        rows[size_t(unknown[il][i])].next_cos = measured[i];
-                        rows[size_t(unknown[il][i])].next_cos_known = true;
+                    if (cos[il] != nullptr) {
+                        const size_t bytes = sizeof(int32_t) * unknown[il].size();
+                        ggml_backend_tensor_set(first_in[il], first[il].data(), 0, bytes);
+                        ggml_backend_tensor_set(second_in[il], second[il].data(), 0, bytes);
                     }
                 }
-            });
-    }
-    std::vector<std::vector<float>> cosines(n_layer);
-    for (size_t il = 0; il < n_layer; ++il) {
-        const std::vector<row_meta> & rows = kv_->rows(int32_t(il));
-        for (size_t j = 0; layers[il] && j + 1 < rows.size(); ++j) {
-            cosines[il].push_back(rows[j].next_cos);
-        }
-    }
-    return cosines;
+            };
+        },
+        [&] {
+            std::vector<float> measured;
+            for (size_t il = 0; il < n_layer; ++il) {
+                if (cos[il] == nullptr) {
+                    continue;
+                }
+                measured.resize(unknown[il].size());
+                ggml_backend_tensor_get(cos[il], measured.data(), 0, ggml_nbytes(cos[il]));
+                std::vector<row_meta> & rows = kv_->rows(int32_t(il));
+                const neighbour_pairs & pairs = out[il].pairs;
+                for (size_t u = 0; u < measured.size(); ++u) {
+                    const size_t i = size_t(unknown[il][u]);
+                    row_meta & r = rows[size_t(pairs.first[i])];
+                    if (pairs.across_frames[i]) {
+                        r.patch_next_seq = rows[size_t(pairs.second[i])].seq;
+                        r.patch_next_cos = measured[u];
+                    } else {
+                        r.next_cos_known = true;
+                        r.next_cos = measured[u];
+                    }
+                    out[il].cos[i] = measured[u];
+                }
+            }
+        });
+    return out;
 }
 
-std::vector<int32_t> cache_manager::select_layer(int32_t il, const std::vector<float> & cosines) {
+std::vector<int32_t> cache_manager::select_layer(int32_t il, const layer_neighbours & neighbours) {
     std::vector<row_meta> & rows = kv_->rows(il);
     const int32_t n = int32_t(rows.size());
     std::vector<float> received = std::move(received_[size_t(il)]);
@@ -190,7 +223,10 @@ std::vector<int32_t> cache_manager::select_layer(int32_t il, const std::vector<f
     in.mod = mods.data();
     in.n = n;
     in.importance = importance.data();
-    in.adjacent_cos = cosines.empty() ? nullptr : cosines.data();   // empty: fewer than two rows
+    if (!neighbours.pairs.before.empty()) {   // measured: a policy that scores redundancy
+        in.pairs = &neighbours.pairs;
+        in.pair_cos = neighbours.cos.data();
+    }
     in.seq = seq.data();
     in.budget_audio = budget_audio(il);
     in.budget_visual = budget_visual(il);
@@ -243,17 +279,15 @@ bool cache_manager::compact(const graph_runner & run) {
         over[size_t(il)] = over_budget(params_, a, v, budget_audio(il), budget_visual(il)) ||
                            (params_.text_cap > 0 && text > params_.text_cap);
     }
-    std::vector<std::vector<float>> cosines;
+    std::vector<layer_neighbours> neighbours(static_cast<size_t>(n_layer));
     if (policy_needs_redundancy(params_) && std::find(over.begin(), over.end(), true) != over.end()) {
-        cosines = adjacent_cosines(run, over);
-    } else {
-        cosines.resize(size_t(n_layer));
+        neighbours = neighbour_cosines(run, over);
     }
     std::vector<std::vector<int32_t>> kept(static_cast<size_t>(n_layer));
     bool any = false;
     for (int32_t il = 0; il < n_layer; ++il) {
         if (over[size_t(il)]) {
-            kept[size_t(il)] = select_layer(il, cosines[size_t(il)]);
+            kept[size_t(il)] = select_layer(il, neighbours[size_t(il)]);
         } else {
             kept[size_t(il)].resize(size_t(kv_->n_rows(il)));
             std::iota(kept[size_t(il)].begin(), kept[size_t(il)].end(), 0);

@@ -4,11 +4,13 @@
 // whose text after the first media row exceeds the text cap, gets its kept rows chosen by the policy and
 // gathered to the front of its storage on the backend. The attention each row received (for the policies
 // that need it) comes out of the prefill graph of the chunk: to_score() says where, add_received()
-// collects it. Redundancy (neighbour cosines) is computed here: each row keeps its cosine with the next one,
-// which is measured again only once another row follows it.
+// collects it. Redundancy (neighbour cosines) is computed here: each row keeps its cosine with the row after
+// it (and, under OM_NEIGHBOURS_FRAME, with its patch in the next frame held), measured again only once
+// another row follows it.
 #pragma once
 
 #include "memory/kv-cache.h"
+#include "memory/policy.h"
 #include "memory/scoring.h"
 #include "omnimem.h"
 
@@ -61,8 +63,13 @@ public:
     const std::vector<int32_t> & budget_table() const { return budget_; }
 
 private:
-    std::vector<std::vector<float>> adjacent_cosines(const graph_runner & run, const std::vector<bool> & layers);
-    std::vector<int32_t> select_layer(int32_t il, const std::vector<float> & cosines);
+    // A layer's neighbour pairs and their cosines (empty where the layer is not compacted).
+    struct layer_neighbours {
+        neighbour_pairs    pairs;
+        std::vector<float> cos;
+    };
+    std::vector<layer_neighbours> neighbour_cosines(const graph_runner & run, const std::vector<bool> & layers);
+    std::vector<int32_t> select_layer(int32_t il, const layer_neighbours & neighbours);
     void apply_text_cap(int32_t il, std::vector<int32_t> & kept) const;
 
     om_memory_params params_;

@@ -74,6 +74,11 @@ void kv_cache::drop_from(int32_t n_tokens) {
         if (!r.empty()) {
             r.back().next_cos_known = false;
         }
+        for (row_meta & m : r) {   // the tokens fed again get the dropped ones' seq
+            if (m.patch_next_seq >= n_tokens) {
+                m.patch_next_seq = -1;
+            }
+        }
     }
 }
 

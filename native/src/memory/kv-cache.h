@@ -31,6 +31,10 @@ struct row_meta {
     // never change, so it holds until another row follows this one (compaction, rollback).
     bool     next_cos_known = false;
     float    next_cos = 0.0f;
+    // The same for a visual row and the row at its patch position in the next frame its layer holds
+    // (OM_NEIGHBOURS_FRAME): that row's seq, -1 while none was measured.
+    int32_t  patch_next_seq = -1;
+    float    patch_next_cos = 0.0f;
 };
 
 class kv_cache {

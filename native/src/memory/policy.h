@@ -3,9 +3,12 @@
 // Every policy keeps all text rows (the text cap is applied by the cache manager, separately) and sees the
 // same budget. OMNIMEM keeps the top budget_audio audio rows and the top budget_visual visual rows by the
 // perturbation-aware score p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda, where s_j sums the cosines of row j
-// with its sequence neighbours (a missing neighbour counts as 1) and a_j is the attention it received. The
-// other policies keep budget_audio + budget_visual media rows of either modality. Ties in a score go to the
-// earlier row.
+// with its neighbours before and after it (a missing neighbour counts as 1) and a_j is the attention it
+// received. The neighbours are the rows next to it in the layer (the method's), or, with
+// OM_NEIGHBOURS_FRAME, for a visual row the rows at its patch position in the frames before and after it: a
+// patch that only repeats the frame before it then scores as redundant, while the spatial neighbours of an
+// object's patch differ from it in every frame that shows the object. The other policies keep
+// budget_audio + budget_visual media rows of either modality. Ties in a score go to the earlier row.
 //
 // UNIFORM and RANDOM rank each row by a number fixed by its index in the stream alone, so what a stream keeps
 // after any number of compactions is what one selection over every row it was fed would keep: the whole
@@ -22,11 +25,23 @@
 
 namespace om {
 
+// The pairs of rows whose cosines the redundancy score needs: each row's neighbour before and after it.
+struct neighbour_pairs {
+    std::vector<int32_t> first, second;   // pair i: rows first[i] < second[i]
+    std::vector<bool>    across_frames;   // pair i joins a visual row to its patch in a later frame
+    std::vector<int32_t> before, after;   // per row: the pair with its neighbour before / after it, or -1 (none)
+};
+
+// The neighbour pairs of n rows in sequence order under the given mode; pos ([n][3], M-RoPE t, h, w) is read
+// only by OM_NEIGHBOURS_FRAME. A pair is listed once even when it serves two rows.
+neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, const int32_t * pos, int32_t n);
+
 struct selection_input {
     const modality * mod = nullptr;            // [n]
     int32_t          n = 0;
     const float *    importance = nullptr;     // [n] attention received (running average); for policies that need it
-    const float *    adjacent_cos = nullptr;   // [n - 1] cos(row j, row j + 1), or NULL: all alike (cos 1)
+    const neighbour_pairs * pairs = nullptr;   // the rows' neighbours, and the cosine of each pair; either NULL:
+    const float *    pair_cos = nullptr;       // every row alike (cos 1)
     const int32_t *  seq = nullptr;            // [n] each row's index in the stream, or NULL: 0 .. n - 1
     int32_t          budget_audio = 0;
     int32_t          budget_visual = 0;

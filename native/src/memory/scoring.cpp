@@ -80,16 +80,6 @@ ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tenso
     return received;
 }
 
-ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors) {
-    const int64_t dim = vectors->ne[0], n = vectors->ne[1];
-    ggml_tensor * unit = vectors->type == GGML_TYPE_F32 ? ggml_cont(ctx, vectors)
-                                                        : ggml_cast(ctx, vectors, GGML_TYPE_F32);
-    unit = ggml_l2_norm(ctx, unit, 1e-12f);
-    ggml_tensor * first = ggml_view_2d(ctx, unit, dim, n - 1, unit->nb[1], 0);
-    ggml_tensor * next = ggml_view_2d(ctx, unit, dim, n - 1, unit->nb[1], unit->nb[1]);
-    return column_dots(ctx, first, next);
-}
-
 ggml_tensor * row_pair_cosines(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * first, ggml_tensor * second) {
     // get_rows gives F32 whatever the storage type
     ggml_tensor * a = ggml_l2_norm(ctx, ggml_get_rows(ctx, vectors, first), 1e-12f);

@@ -36,11 +36,8 @@ inline constexpr char k_scoring_node_name[] = "om.scoring";
 ggml_tensor * attention_received(ggml_context * ctx, ggml_tensor * q, ggml_tensor * keys, ggml_tensor * mask,
                                  int64_t n_head_kv, int64_t n_queries);
 
-// Cosine similarity of each row with the next: vectors [dim, n] (any float type) → F32 [n - 1].
-ggml_tensor * adjacent_cosines(ggml_context * ctx, ggml_tensor * vectors);
-
 // Cosine similarity of row first[i] with row second[i] of vectors [dim, n] (any float type), for first and
-// second I32 [m] → F32 [m]: adjacent cosines of a few rows only, when second[i] = first[i] + 1.
+// second I32 [m] → F32 [m]: the redundancy score's neighbour pairs (policy.h, neighbour_pairs).
 ggml_tensor * row_pair_cosines(ggml_context * ctx, ggml_tensor * vectors, ggml_tensor * first, ggml_tensor * second);
 
 } // namespace om

@@ -10,7 +10,8 @@
 namespace {
 
 constexpr char k_magic[8] = {'O', 'M', 'S', 'T', 'R', 'E', 'A', 'M'};
-constexpr uint32_t k_version = 3;   // 2: om_memory_params.n_score_queries; 3: no random state
+constexpr uint32_t k_version = 4;   // 2: om_memory_params.n_score_queries; 3: no random state;
+                                    // 4: om_memory_params.neighbours, the rows' patch cosines
 
 // What a saved stream must match in the model it is restored on.
 struct model_fingerprint {

@@ -176,7 +176,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
     import pathlib
 
-    from .avrecall.bench import (BenchSettings, CellCache, claims, format_claims, format_table, run_benchmark,
+    from .avrecall.bench import (BenchSettings, CellCache, every_claim, format_claims, format_table, run_benchmark,
                                  write_report)
 
     options = {k: v for k, v in dict(
@@ -211,7 +211,7 @@ def _cmd_bench_avrecall(args: argparse.Namespace) -> int:
         print(json.dumps({"results": rows}))
     else:
         print(format_table(rows))
-        found = claims(rows)
+        found = every_claim(rows)
         if found:
             print("\nThe paper's claims at the longest length:\n" + format_claims(found))
         print(f"({seconds / 60:.1f} min)")

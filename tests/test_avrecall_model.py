@@ -19,7 +19,7 @@ import pytest
 import omnimem_cpp as om
 from omnimem_cpp.avrecall import AVRecallConfig, AVRecallStream, all_questions, normalise_answer
 from omnimem_cpp.avrecall.bench import (MODEL, PROJECTOR, BenchSettings, StreamResult, benchmark_config, claims,
-                                        format_claims, parse_policy, run_benchmark, sign_test, sound_rows,
+                                        every_claim, format_claims, parse_policy, run_benchmark, sign_test, sound_rows,
                                         summarise)
 from omnimem_cpp.avrecall.events import Timeline
 from omnimem_cpp.stream import ROW_DTYPE
@@ -130,6 +130,29 @@ def test_claims_compare_omnimem_with_the_best_baseline_within_a_tenth_of_the_tok
     assert found[1024]["margin_met"] and "audio_met" not in found[1024]
     assert "random 68%" in format_claims(claims(rows))
     assert "margin_p_value" not in found[256] and "p =" not in format_claims(claims(rows))   # no answers given
+
+
+def test_every_variant_of_omnimem_gets_its_claims_checked():
+    """A variant (omnimem:neighbours=frame) is held to the same claims as omnimem: against the best
+    baseline, and on the sounds against omnimem-nosplit with the same settings where the rows have it."""
+    def row(policy, accuracy, question_type="all"):
+        return dict(policy=policy, budget=256, minutes=20.0, question_type=question_type, accuracy=accuracy,
+                    kv_bytes=0, n=10)
+
+    frame = "omnimem:neighbours=frame"
+    rows = [row("omnimem", 0.5), row(frame, 0.7), row("omnimem:calibrated=1", 0.6), row("uniform", 0.6),
+            row("omnimem", 0.8, "audio"), row("omnimem-nosplit", 0.9, "audio"),
+            row(frame, 0.8, "audio"), row("omnimem-nosplit:neighbours=frame", 0.7, "audio"),
+            row("omnimem:calibrated=1", 0.85, "audio")]
+    found = every_claim(rows)
+    assert [c["method"] for c in found] == ["omnimem", "omnimem:calibrated=1", frame]
+    by = {c["method"]: c for c in found}
+    assert not by["omnimem"]["margin_met"] and by[frame]["margin_met"] and not by["omnimem:calibrated=1"]["margin_met"]
+    assert by["omnimem"]["nosplit"] == "omnimem-nosplit" and not by["omnimem"]["audio_met"]
+    assert by[frame]["nosplit"] == "omnimem-nosplit:neighbours=frame" and by[frame]["audio_met"]
+    assert by["omnimem:calibrated=1"]["nosplit"] == "omnimem-nosplit"   # none with its settings: the plain one
+    assert f"`{frame}` 70%" in format_claims(found) and "`omnimem` 50%" in format_claims(found)
+    assert "`" not in format_claims(claims(rows))                      # omnimem alone: no names needed
 
 
 # two-sided exact sign test by hand: P(X <= k) * 2 for X ~ Binomial(n, 1/2), at most 1

@@ -501,14 +501,22 @@ def _paired(first: dict, second: dict) -> Optional[tuple]:
     return wins, losses, round(sign_test(wins, losses), 4)
 
 
-def claims(rows: list) -> list:
+def every_claim(rows: list) -> list:
+    """:func:`claims` of ``omnimem`` and of each variant of it the rows have (``omnimem:neighbours=frame``,
+    ...), in that order."""
+    methods = {r["policy"] for r in rows if r["policy"].split(":")[0] == "omnimem"}
+    return [c for method in sorted(methods, key=lambda p: (p != "omnimem", p)) for c in claims(rows, method)]
+
+
+def claims(rows: list, method: str = "omnimem") -> list:
     """The paper's two claims at the longest stream length, one row per budget that holds at most
-    CLAIM_SHARE of that stream's media tokens per layer: ``omnimem`` against the best baseline on all
-    questions (met when ahead by CLAIM_MARGIN or more), and against ``omnimem-nosplit`` on the audio ones
-    (met when not behind). Where the rows carry their per-question answers, each comparison also says how
-    many questions only one side got right and how likely so uneven a split is by chance (:func:`sign_test`;
-    with a few streams, a margin of several points can be noise). Budgets or policies the rows do not have
-    are left out."""
+    CLAIM_SHARE of that stream's media tokens per layer: ``method`` (``omnimem`` or a variant of it) against
+    the best baseline on all questions (met when ahead by CLAIM_MARGIN or more), and against
+    ``omnimem-nosplit`` with the same settings (or, where the rows have none, the plain one) on the audio
+    ones (met when not behind). Where the rows carry their per-question answers, each comparison also says
+    how many questions only one side got right and how likely so uneven a split is by chance
+    (:func:`sign_test`; with a few streams, a margin of several points can be noise). Budgets or policies
+    the rows do not have are left out."""
     overall = [r for r in rows if r["budget"] is not None]
     if not overall:
         return []
@@ -517,23 +525,25 @@ def claims(rows: list) -> list:
     tokens = cfg.media_tokens
     cell = {(r["policy"], r["budget"], r["question_type"]): r for r in overall if r["minutes"] == minutes}
     acc = {key: r["accuracy"] for key, r in cell.items()}
+    nosplit = "omnimem-nosplit" + method[len("omnimem"):]
+    nosplit = nosplit if any(p == nosplit for p, _, _ in acc) else "omnimem-nosplit"
     out = []
     for budget in sorted({b for _, b, _ in acc}):
-        omnimem = acc.get(("omnimem", budget, ALL))
+        omnimem = acc.get((method, budget, ALL))
         baselines = {p: acc[(p, budget, ALL)] for p in BASELINES if (p, budget, ALL) in acc}
         if omnimem is None or not baselines or budget > CLAIM_SHARE * tokens:
             continue
         best = max(baselines, key=lambda p: (baselines[p], p))
-        row = dict(minutes=minutes, budget=budget, share=round(budget / tokens, 4), omnimem=omnimem,
+        row = dict(method=method, minutes=minutes, budget=budget, share=round(budget / tokens, 4), omnimem=omnimem,
                    best_baseline=best, best_baseline_accuracy=baselines[best],
                    margin=round(omnimem - baselines[best], 4),
                    margin_met=omnimem - baselines[best] >= CLAIM_MARGIN - 1e-9)
-        if paired := _paired(cell[("omnimem", budget, ALL)], cell[(best, budget, ALL)]):
+        if paired := _paired(cell[(method, budget, ALL)], cell[(best, budget, ALL)]):
             row.update(zip(PAIRED_KEYS["margin"], paired))
-        audio, nosplit = acc.get(("omnimem", budget, "audio")), acc.get(("omnimem-nosplit", budget, "audio"))
-        if audio is not None and nosplit is not None:
-            row.update(omnimem_audio=audio, nosplit_audio=nosplit, audio_met=audio >= nosplit)
-            if paired := _paired(cell[("omnimem", budget, "audio")], cell[("omnimem-nosplit", budget, "audio")]):
+        audio, pooled = acc.get((method, budget, "audio")), acc.get((nosplit, budget, "audio"))
+        if audio is not None and pooled is not None:
+            row.update(nosplit=nosplit, omnimem_audio=audio, nosplit_audio=pooled, audio_met=audio >= pooled)
+            if paired := _paired(cell[(method, budget, "audio")], cell[(nosplit, budget, "audio")]):
                 row.update(zip(PAIRED_KEYS["audio"], paired))
         out.append(row)
     return out
@@ -551,10 +561,12 @@ def format_claims(found: list) -> str:
     lines = ["| minutes | budget (share of tokens) | omnimem | best baseline | margin (≥ +3 pts?; questions "
              "only omnimem / only the baseline got right, sign test) | omnimem / nosplit on audio (≥?) |",
              "|---|---|---|---|---|---|"]
+    methods = {c.get("method", "omnimem") for c in found}
     for c in found:
         audio = (f"{c['omnimem_audio']:.0%} / {c['nosplit_audio']:.0%} ({'yes' if c['audio_met'] else 'no'}"
                  f"{_split(c, 'audio')})" if "audio_met" in c else "–")
-        lines.append(f"| {c['minutes']:g} | {c['budget']} ({c['share']:.1%}) | {c['omnimem']:.0%} | "
+        method = f"`{c['method']}` " if methods != {"omnimem"} else ""
+        lines.append(f"| {c['minutes']:g} | {c['budget']} ({c['share']:.1%}) | {method}{c['omnimem']:.0%} | "
                      f"{c['best_baseline']} {c['best_baseline_accuracy']:.0%} | "
                      f"{c['margin'] * 100:+.0f} pts ({'yes' if c['margin_met'] else 'no'}{_split(c, 'margin')}) | "
                      f"{audio} |")
@@ -662,7 +674,7 @@ def write_report(rows: list, settings: BenchSettings, command: str, out_dir: pat
     ({minutes: count}, as :func:`run_benchmark` reports them) marks a run stopped before all its streams;
     ``cache``, the run's cell cache, says how many cells earlier runs measured (``seconds`` is this run's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = claims(rows)
+    found = every_claim(rows)
     evidence = {m: evidence_by_tenth(stream_configs(m, settings.seeds, settings.questions)) for m in settings.minutes}
     streams = streams or {m: settings.seeds for m in settings.minutes}
     complete = all(streams.get(m, 0) >= settings.seeds for m in settings.minutes)

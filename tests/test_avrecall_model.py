@@ -471,17 +471,20 @@ def test_sound_rows_split_into_edges_and_inner_rows():
 
 def test_kept_rows_in_time_tells_a_window_from_a_spread(capsys):
     """scripts/kept_rows_in_time.py: `sink-window` holds nothing of the stream's middle tenths and `uniform`
-    something of every tenth; both hold the same share of the stream's media rows."""
+    something of every tenth; both hold the same share of the stream's media rows, and some of the patches
+    that show an object."""
     kept_rows_in_time = script("kept_rows_in_time")
     assert kept_rows_in_time.main(["--minutes", "0.5", "--budgets", "64", "--policies", "sink-window,uniform",
                                    "--threads", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
+    assert int(lines[-4].split(", ")[2].split()[0]) > 0                   # patches showing an object
     rows = {line.split()[0]: [float(v.rstrip("%")) for v in line.split()[2:]] for line in lines[-2:]}
-    kept_media, tenths = rows["uniform"][0], rows["uniform"][3:]
+    kept_media, objects, tenths = rows["uniform"][0], rows["uniform"][2], rows["uniform"][4:]
     assert len(tenths) == 10 and sum(tenths) == pytest.approx(100, abs=5)      # each rounded to 1 %
     assert all(t > 0 for t in tenths)
-    assert all(t == 0 for t in rows["sink-window"][3 + 1:3 + 8])       # its first rows, then the latest ones
+    assert all(t == 0 for t in rows["sink-window"][4 + 1:4 + 8])       # its first rows, then the latest ones
     assert 0 < kept_media < 100 and rows["sink-window"][0] == kept_media
+    assert 0 < objects < 100
 
 
 def test_score_queries_agreement_script_measures_the_kept_rows(capsys):

@@ -46,34 +46,26 @@ def reference_importance(queries, keys, history, score_queries=0):
     return received
 
 
-def patch_neighbours(modality, pos):
-    """Each visual row's nearest visual rows at the same (h, w) position before and after it (-1: none)."""
+def reference_neighbours(modality, pos, neighbours):
+    """Each row's neighbour before and after it (-1: none): the rows next to it, or, with "frame", for a
+    visual row the nearest visual rows at the same (h, w) position before and after it."""
     n = len(modality)
-    before, after = np.full(n, -1), np.full(n, -1)
-    for j in np.flatnonzero(modality == VISUAL):
-        same = np.flatnonzero((modality == VISUAL) & (pos[:, 1] == pos[j, 1]) & (pos[:, 2] == pos[j, 2]))
-        earlier, later = same[same < j], same[same > j]
-        before[j] = earlier[-1] if earlier.size else -1
-        after[j] = later[0] if later.size else -1
+    before, after = np.arange(n) - 1, np.where(np.arange(n) + 1 < n, np.arange(n) + 1, -1)
+    if neighbours == "frame":
+        for j in np.flatnonzero(modality == VISUAL):
+            same = np.flatnonzero((modality == VISUAL) & (pos[:, 1] == pos[j, 1]) & (pos[:, 2] == pos[j, 2]))
+            earlier, later = same[same < j], same[same > j]
+            before[j] = earlier[-1] if earlier.size else -1
+            after[j] = later[0] if later.size else -1
     return before, after
 
 
 def reference_scores(hidden, importance, lam, modality, pos=None, neighbours="sequence"):
-    """p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda. s_j sums the cosines with the rows before and after
-    (a missing one: 1); with "frame" a visual row's are those at its patch in the frames before and after,
-    with "both" the mean of the two sums."""
+    """p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda, s_j the cosines with both neighbours (a missing one: 1)."""
     unit = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
-    modality, n = np.asarray(modality), len(unit)
-
-    def cos_sum(j, sides):
-        return sum(1.0 if o < 0 or o >= n else float(unit[j] @ unit[o]) for o in sides)
-
-    s = np.array([cos_sum(j, (j - 1, j + 1)) for j in range(n)])
-    if neighbours != "sequence":
-        before, after = patch_neighbours(modality, pos)
-        for j in np.flatnonzero(modality == VISUAL):
-            in_time = cos_sum(j, (before[j], after[j]))
-            s[j] = in_time if neighbours == "frame" else (s[j] + in_time) / 2
+    before, after = reference_neighbours(np.asarray(modality), pos, neighbours)
+    s = np.array([sum(1.0 if o < 0 else float(unit[j] @ unit[o]) for o in (before[j], after[j]))
+                  for j in range(len(unit))])
     return np.sqrt(np.maximum(0.0, 1.0 - s / 2)) * importance ** lam
 
 
@@ -179,11 +171,9 @@ def framed_layer(rng, n_chunks, grid=(2, 3), dim=16, drop=0.3):
 
 @pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit"])
 @pytest.mark.parametrize("with_attention", [False, True])
-@pytest.mark.parametrize("neighbours", ["frame", "both"])
-def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention, neighbours):
+def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention):
     """With neighbours="frame" a visual row's redundancy is its cosines with its patch (same h and w) in the
-    nearest frames held before and after it, with "both" the mean of those and its sequence neighbours';
-    audio and text rows keep the rows next to them."""
+    nearest frames held before and after it; audio and text rows keep the rows next to them."""
     rng = np.random.default_rng(11)
     differ = []
     for n_chunks, budget in [(6, (4, 10)), (10, (2, 30)), (3, (0, 5))]:
@@ -193,10 +183,9 @@ def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention, neigh
         if with_attention:
             attention, lam = dict(queries=rng.normal(size=(c, 4, 8)).astype(np.float32),
                                   keys=rng.normal(size=(n, 2, 8)).astype(np.float32)), 0.3
-        kept, _ = om.memory.select(policy=policy, budget=budget, neighbours=neighbours, lam=lam, **layer,
-                                   **attention)
+        kept, _ = om.memory.select(policy=policy, budget=budget, neighbours="frame", lam=lam, **layer, **attention)
         want, _ = reference_select(policy, layer["modality"], budget, hidden=layer["hidden"], lam=lam,
-                                   pos=layer["pos"], neighbours=neighbours, **attention)
+                                   pos=layer["pos"], neighbours="frame", **attention)
         np.testing.assert_array_equal(kept, want)
         sequence, _ = om.memory.select(policy=policy, budget=budget, lam=lam, **layer, **attention)
         differ.append(not np.array_equal(sequence, kept))
@@ -445,14 +434,14 @@ def test_every_layer_keeps_what_the_method_selects_from_transformers_signals(mod
     assert not np.array_equal(kept[0], kept[1])             # layers choose independently
 
 
-@pytest.mark.parametrize("neighbours", ["sequence", "frame", "both"])
+@pytest.mark.parametrize("neighbours", ["sequence", "frame"])
 def test_redundancy_kept_between_compactions_equals_measuring_it_afresh(model, tiny_reference, neighbours):
     """A row's cosine with its neighbour is measured once and kept until another row follows it (a gap left
     by a compaction, new rows after a rollback). Layer 0's redundancy vectors are the fed embeddings
     themselves, so at every compaction its kept rows must be what the numpy method picks from scratch among
     the rows it held and the chunk's."""
     embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 6, seed=4,
-                                     fixed_grid=neighbours != "sequence")
+                                     fixed_grid=neighbours == "frame")
     budget = (6, 20)
     with model.stream("omnimem", budget=om.Budget(table=(budget, budget)), kv_type="f32", redundancy="hidden",
                       lam=0.0, neighbours=neighbours) as s:

@@ -45,7 +45,7 @@ void check_memory_params(const om_memory_params & p) {
     if (p.redundancy != OM_REDUNDANCY_VALUE && p.redundancy != OM_REDUNDANCY_HIDDEN) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown redundancy mode %d", int(p.redundancy));
     }
-    if (p.neighbours < OM_NEIGHBOURS_SEQUENCE || p.neighbours > OM_NEIGHBOURS_BOTH) {
+    if (p.neighbours != OM_NEIGHBOURS_SEQUENCE && p.neighbours != OM_NEIGHBOURS_FRAME) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown neighbours mode %d", int(p.neighbours));
     }
     if (!(p.lam >= 0.0f) || !std::isfinite(p.lam)) {
@@ -59,62 +59,44 @@ void check_memory_params(const om_memory_params & p) {
 
 neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, const int32_t * pos, int32_t n) {
     neighbour_pairs out;
-    out.mode = mode;
-    for (auto * side : {&out.before, &out.after, &out.patch_before, &out.patch_after}) {
-        side->assign(size_t(std::max(n, 0)), -1);
-    }
-    auto add = [&](int32_t a, int32_t b, bool across_frames) {
+    out.before.assign(size_t(std::max(n, 0)), -1);
+    out.after.assign(size_t(std::max(n, 0)), -1);
+    // pair a < b, as a's neighbour after it and/or b's neighbour before it
+    auto add = [&](int32_t a, int32_t b, bool across_frames, bool after_a, bool before_b) {
         const int32_t i = int32_t(out.first.size());
         out.first.push_back(a);
         out.second.push_back(b);
         out.across_frames.push_back(across_frames);
-        (across_frames ? out.patch_after : out.after)[size_t(a)] = i;
-        (across_frames ? out.patch_before : out.before)[size_t(b)] = i;
+        out.after[size_t(a)] = after_a ? i : out.after[size_t(a)];
+        out.before[size_t(b)] = before_b ? i : out.before[size_t(b)];
     };
-    out.by_patch.resize(size_t(std::max(n, 0)));
-    for (int32_t j = 0; j < n; ++j) {
-        out.by_patch[size_t(j)] = mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual;
-    }
-    auto by_patch = [&](int32_t j) { return bool(out.by_patch[size_t(j)]); };
+    auto by_patch = [&](int32_t j) { return mode == OM_NEIGHBOURS_FRAME && mod[j] == modality::visual; };
     std::unordered_map<uint64_t, int32_t> last_at_patch;   // (h, w) -> the latest visual row there so far
     for (int32_t j = 0; j < n; ++j) {
         if (by_patch(j)) {
             const uint64_t patch = uint64_t(uint32_t(pos[3 * j + 1])) << 32 | uint32_t(pos[3 * j + 2]);
             const auto it = last_at_patch.find(patch);
             if (it != last_at_patch.end()) {
-                add(it->second, j, true);
+                add(it->second, j, true, true, true);
             }
             last_at_patch[patch] = j;
         }
-        // under FRAME two visual rows side by side are not each other's neighbours
-        if (j + 1 < n && !(mode == OM_NEIGHBOURS_FRAME && by_patch(j) && by_patch(j + 1))) {
-            add(j, j + 1, false);
+        if (j + 1 < n && (!by_patch(j) || !by_patch(j + 1))) {
+            add(j, j + 1, false, !by_patch(j), !by_patch(j + 1));
         }
     }
     return out;
-}
-
-double neighbour_pairs::redundancy(int32_t j, const float * cos) const {
-    // a missing neighbour counts as an identical one
-    auto sum = [&](const std::vector<int32_t> & before_side, const std::vector<int32_t> & after_side) {
-        const int32_t b = before_side[size_t(j)], a = after_side[size_t(j)];
-        return (b >= 0 ? double(cos[b]) : 1.0) + (a >= 0 ? double(cos[a]) : 1.0);
-    };
-    if (!by_patch[size_t(j)]) {
-        return sum(before, after);
-    }
-    if (mode == OM_NEIGHBOURS_FRAME) {
-        return sum(patch_before, patch_after);
-    }
-    return 0.5 * (sum(before, after) + sum(patch_before, patch_after));
 }
 
 std::vector<float> perturbation_scores(const selection_input & in, float lambda) {
     std::vector<float> score(size_t(in.n));
     const bool known = in.pairs != nullptr && in.pair_cos != nullptr;
     for (int32_t j = 0; j < in.n; ++j) {
-        const double s = known ? in.pairs->redundancy(j, in.pair_cos) : 2.0;   // no cosines: all alike
-        const double spread = std::sqrt(std::max(0.0, 1.0 - s / 2.0));
+        // a missing neighbour, or no cosines at all, counts as an identical one
+        const int32_t b = known ? in.pairs->before[size_t(j)] : -1, a = known ? in.pairs->after[size_t(j)] : -1;
+        const double before = b >= 0 ? in.pair_cos[b] : 1.0;
+        const double after = a >= 0 ? in.pair_cos[a] : 1.0;
+        const double spread = std::sqrt(std::max(0.0, 1.0 - (before + after) / 2.0));
         const double attended = lambda == 0.0f ? 1.0 : std::pow(double(in.importance[j]), double(lambda));
         score[size_t(j)] = float(spread * attended);
     }

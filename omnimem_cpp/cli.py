@@ -324,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-cap", type=int, default=0, help="most text rows kept after the first media (0: all)")
     p.add_argument("--redundancy", default="value", choices=("value", "hidden"),
                    help="vectors omnimem compares neighbours with (hidden: exact, more memory)")
-    p.add_argument("--neighbours", default="sequence", choices=("sequence", "frame"),
+    p.add_argument("--neighbours", default="sequence", choices=("sequence", "frame", "both"),
                    help="rows omnimem compares a row with (frame: a visual row's patch in the frames before "
-                        "and after it)")
+                        "and after it; both: the sequence score times how much its frame changed)")
     p.add_argument("--interactive", "-i", action="store_true",
                    help="answer questions typed on the terminal while --input is ingested in the background")
     p.add_argument("--save", metavar="FILE", help="save the stream to FILE afterwards (resume with --resume)")

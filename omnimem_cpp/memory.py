@@ -50,7 +50,8 @@ POLICIES = {
 }
 REDUNDANCY = {"value": lib.OM_REDUNDANCY_VALUE, "hidden": lib.OM_REDUNDANCY_HIDDEN}
 # which rows a row's redundancy is measured against (omnimem.h, om_neighbours)
-NEIGHBOURS = {"sequence": lib.OM_NEIGHBOURS_SEQUENCE, "frame": lib.OM_NEIGHBOURS_FRAME}
+NEIGHBOURS = {"sequence": lib.OM_NEIGHBOURS_SEQUENCE, "frame": lib.OM_NEIGHBOURS_FRAME,
+              "both": lib.OM_NEIGHBOURS_BOTH}
 AV_RATIO = 5.0          # r: visual budget per audio budget in the default split (the method's best setting)
 MODALITIES = {"text": 0, "visual": 1, "audio": 2}
 
@@ -267,9 +268,10 @@ def select(
         seq: ``[n]`` each row's index in the stream, ascending (``uniform`` and ``random`` rank the rows by
             it, so that a stream keeps the same rows whenever it compacts), or None: ``0 .. n - 1``.
         pos: ``[n, 3]`` each row's M-RoPE position ``(t, h, w)``, as :meth:`Stream.layer_rows` gives it; needed
-            with ``neighbours="frame"``.
-        neighbours: ``"sequence"`` (the method's: the rows before and after) or ``"frame"`` (a visual row's
-            patch in the frames before and after), as a stream's.
+            with ``neighbours="frame"`` or ``"both"``.
+        neighbours: ``"sequence"`` (the method's: the rows before and after), ``"frame"`` (a visual row's
+            patch in the frames before and after) or ``"both"`` (the first, weighed by how much a visual
+            row's frame changed from the frames around it), as a stream's.
         score_queries: at most how many of the chunk's queries measure the attention received, as in a stream
             (see :class:`~omnimem_cpp.Stream`); 0: all of them.
 

@@ -69,9 +69,10 @@ class Stream(NativeHandle):
         redundancy: ``"value"`` (default: neighbour cosines of the stored V rows) or ``"hidden"`` (of the
             layer-input hidden states, as the method defines; stores ``n_embd`` more values per row).
         neighbours: which rows a row's redundancy is measured against: ``"sequence"`` (default, the
-            method's: the rows before and after it) or ``"frame"`` (a visual row: the same patch in the
+            method's: the rows before and after it), ``"frame"`` (a visual row: the same patch in the
             frames before and after it that the layer holds, so that a frame repeating the last one scores
-            as redundant).
+            as redundant) or ``"both"`` (a visual row: the method's score times how much its frame changed
+            from the frames around it).
         n_extra: rows per layer beyond the budget, for text and the chunk being evaluated (0: n_batch + 512).
         n_ctx: rows of memory per layer of an unbounded (``"full"``) stream.
         n_batch: the most tokens evaluated in one graph; longer feeds are split.

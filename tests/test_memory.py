@@ -46,27 +46,48 @@ def reference_importance(queries, keys, history, score_queries=0):
     return received
 
 
-def reference_neighbours(modality, pos, neighbours):
-    """Each row's neighbour before and after it (-1: none): the rows next to it, or, with "frame", for a
-    visual row the nearest visual rows at the same (h, w) position before and after it."""
+def patch_neighbours(modality, pos):
+    """Each visual row's nearest visual rows at the same (h, w) position before and after it (-1: none)."""
     n = len(modality)
-    before, after = np.arange(n) - 1, np.where(np.arange(n) + 1 < n, np.arange(n) + 1, -1)
-    if neighbours == "frame":
-        for j in np.flatnonzero(modality == VISUAL):
-            same = np.flatnonzero((modality == VISUAL) & (pos[:, 1] == pos[j, 1]) & (pos[:, 2] == pos[j, 2]))
-            earlier, later = same[same < j], same[same > j]
-            before[j] = earlier[-1] if earlier.size else -1
-            after[j] = later[0] if later.size else -1
+    before, after = np.full(n, -1), np.full(n, -1)
+    for j in np.flatnonzero(modality == VISUAL):
+        same = np.flatnonzero((modality == VISUAL) & (pos[:, 1] == pos[j, 1]) & (pos[:, 2] == pos[j, 2]))
+        earlier, later = same[same < j], same[same > j]
+        before[j] = earlier[-1] if earlier.size else -1
+        after[j] = later[0] if later.size else -1
     return before, after
 
 
 def reference_scores(hidden, importance, lam, modality, pos=None, neighbours="sequence"):
-    """p_j = sqrt(max(0, 1 - s_j / 2)) * a_j^lambda, s_j the cosines with both neighbours (a missing one: 1)."""
+    """p_j = spread_j * a_j^lambda with spread = sqrt(max(0, 1 - s / 2)), s the sum of the cosines with the
+    rows before and after (a missing one: 1). With "frame" a visual row's s is over its patch in the frames
+    before and after; with "both" its spread is the sequence one times the mean frame spread of the visual
+    rows of its frame (a run of visual rows at one temporal position)."""
     unit = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
-    before, after = reference_neighbours(np.asarray(modality), pos, neighbours)
-    s = np.array([sum(1.0 if o < 0 else float(unit[j] @ unit[o]) for o in (before[j], after[j]))
-                  for j in range(len(unit))])
-    return np.sqrt(np.maximum(0.0, 1.0 - s / 2)) * importance ** lam
+    modality, n = np.asarray(modality), len(unit)
+
+    def spread(j, sides):
+        s = sum(1.0 if o < 0 or o >= n else float(unit[j] @ unit[o]) for o in sides)
+        return math.sqrt(max(0.0, 1.0 - s / 2))
+
+    p = np.array([spread(j, (j - 1, j + 1)) for j in range(n)])
+    if neighbours != "sequence":
+        before, after = patch_neighbours(modality, pos)
+        visual = np.flatnonzero(modality == VISUAL)
+        in_time = {j: spread(j, (before[j], after[j])) for j in visual}
+        if neighbours == "frame":
+            for j in visual:
+                p[j] = in_time[j]
+        else:
+            frame, frames = {}, []
+            for j in visual:
+                if not (j - 1 in frame and pos[j - 1, 0] == pos[j, 0]):
+                    frames.append([])
+                frame[j] = len(frames) - 1
+                frames[-1].append(j)
+            for j in visual:
+                p[j] *= np.mean([in_time[k] for k in frames[frame[j]]])
+    return p * importance ** lam
 
 
 def reversed_bits(seq):
@@ -171,9 +192,11 @@ def framed_layer(rng, n_chunks, grid=(2, 3), dim=16, drop=0.3):
 
 @pytest.mark.parametrize("policy", ["omnimem", "omnimem-nosplit"])
 @pytest.mark.parametrize("with_attention", [False, True])
-def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention):
+@pytest.mark.parametrize("neighbours", ["frame", "both"])
+def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention, neighbours):
     """With neighbours="frame" a visual row's redundancy is its cosines with its patch (same h and w) in the
-    nearest frames held before and after it; audio and text rows keep the rows next to them."""
+    nearest frames held before and after it; with "both" its sequence spread is weighed by how much its frame
+    changed from the frames around it; audio and text rows keep the rows next to them."""
     rng = np.random.default_rng(11)
     differ = []
     for n_chunks, budget in [(6, (4, 10)), (10, (2, 30)), (3, (0, 5))]:
@@ -183,9 +206,10 @@ def test_frame_neighbours_equal_the_numpy_formulas(policy, with_attention):
         if with_attention:
             attention, lam = dict(queries=rng.normal(size=(c, 4, 8)).astype(np.float32),
                                   keys=rng.normal(size=(n, 2, 8)).astype(np.float32)), 0.3
-        kept, _ = om.memory.select(policy=policy, budget=budget, neighbours="frame", lam=lam, **layer, **attention)
+        kept, _ = om.memory.select(policy=policy, budget=budget, neighbours=neighbours, lam=lam, **layer,
+                                   **attention)
         want, _ = reference_select(policy, layer["modality"], budget, hidden=layer["hidden"], lam=lam,
-                                   pos=layer["pos"], neighbours="frame", **attention)
+                                   pos=layer["pos"], neighbours=neighbours, **attention)
         np.testing.assert_array_equal(kept, want)
         sequence, _ = om.memory.select(policy=policy, budget=budget, lam=lam, **layer, **attention)
         differ.append(not np.array_equal(sequence, kept))
@@ -434,14 +458,14 @@ def test_every_layer_keeps_what_the_method_selects_from_transformers_signals(mod
     assert not np.array_equal(kept[0], kept[1])             # layers choose independently
 
 
-@pytest.mark.parametrize("neighbours", ["sequence", "frame"])
+@pytest.mark.parametrize("neighbours", ["sequence", "frame", "both"])
 def test_redundancy_kept_between_compactions_equals_measuring_it_afresh(model, tiny_reference, neighbours):
     """A row's cosine with its neighbour is measured once and kept until another row follows it (a gap left
     by a compaction, new rows after a rollback). Layer 0's redundancy vectors are the fed embeddings
     themselves, so at every compaction its kept rows must be what the numpy method picks from scratch among
     the rows it held and the chunk's."""
     embd, pos, mods, ends = scenario(tiny_reference("base"), chunks=(40,) * 6, seed=4,
-                                     fixed_grid=neighbours == "frame")
+                                     fixed_grid=neighbours != "sequence")
     budget = (6, 20)
     with model.stream("omnimem", budget=om.Budget(table=(budget, budget)), kv_type="f32", redundancy="hidden",
                       lam=0.0, neighbours=neighbours) as s:

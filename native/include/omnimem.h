@@ -187,6 +187,8 @@ typedef enum om_neighbours {
     OM_NEIGHBOURS_SEQUENCE = 0,  // the rows before and after it in its layer, as the method defines (default)
     OM_NEIGHBOURS_FRAME    = 1,  // for a visual row, the rows at its patch position (M-RoPE h and w) in the
                                  // nearest earlier and later frames its layer holds; other rows as SEQUENCE
+    OM_NEIGHBOURS_BOTH     = 2,  // a visual row's SEQUENCE score times how much its frame changed: the mean over
+                                 // the frame's patches of their FRAME spread
 } om_neighbours;
 
 typedef struct om_memory_params {
@@ -377,8 +379,8 @@ OM_API int32_t om_stream_extra_rows(const om_stream_params * params);
 //   modality: [n] om_modality values; history: [n - n_chunk] running importance of the memory rows, or NULL
 //   seq:      [n] each row's index in the stream, ascending (what UNIFORM and RANDOM rank rows by), or NULL:
 //             0 .. n - 1
-//   pos:      [n][3] each row's M-RoPE position (t, h, w) (needed with memory.neighbours OM_NEIGHBOURS_FRAME;
-//             else may be NULL)
+//   pos:      [n][3] each row's M-RoPE position (t, h, w) (needed with memory.neighbours FRAME or BOTH; else
+//             may be NULL)
 // Writes the kept rows' indices, ascending, to out_kept (capacity n) with their count, and each row's
 // importance after the running average to out_importance ([n], may be NULL; zeros when not computed).
 OM_API om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n_chunk,

@@ -222,7 +222,7 @@ om_status om_memory_select(const om_memory_params * params, int32_t n, int32_t n
         }
         neighbour_pairs pairs;
         if (redundancy) {
-            require(params->neighbours != OM_NEIGHBOURS_FRAME || n == 0 || pos != nullptr,
+            require(params->neighbours == OM_NEIGHBOURS_SEQUENCE || n == 0 || pos != nullptr,
                     "frame neighbours need the rows' positions (pos)");
             pairs = find_neighbour_pairs(params->neighbours, mods.data(), pos, n);
         }

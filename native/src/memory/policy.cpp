@@ -45,7 +45,7 @@ void check_memory_params(const om_memory_params & p) {
     if (p.redundancy != OM_REDUNDANCY_VALUE && p.redundancy != OM_REDUNDANCY_HIDDEN) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown redundancy mode %d", int(p.redundancy));
     }
-    if (p.neighbours != OM_NEIGHBOURS_SEQUENCE && p.neighbours != OM_NEIGHBOURS_FRAME) {
+    if (p.neighbours < OM_NEIGHBOURS_SEQUENCE || p.neighbours > OM_NEIGHBOURS_BOTH) {
         fail(OM_STATUS_INVALID_ARGUMENT, "unknown neighbours mode %d", int(p.neighbours));
     }
     if (!(p.lam >= 0.0f) || !std::isfinite(p.lam)) {
@@ -59,46 +59,101 @@ void check_memory_params(const om_memory_params & p) {
 
 neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, const int32_t * pos, int32_t n) {
     neighbour_pairs out;
-    out.before.assign(size_t(std::max(n, 0)), -1);
-    out.after.assign(size_t(std::max(n, 0)), -1);
-    // pair a < b, as a's neighbour after it and/or b's neighbour before it
-    auto add = [&](int32_t a, int32_t b, bool across_frames, bool after_a, bool before_b) {
+    out.mode = mode;
+    for (auto * side : {&out.before, &out.after, &out.patch_before, &out.patch_after}) {
+        side->assign(size_t(std::max(n, 0)), -1);
+    }
+    auto add = [&](int32_t a, int32_t b, bool across_frames) {
         const int32_t i = int32_t(out.first.size());
         out.first.push_back(a);
         out.second.push_back(b);
         out.across_frames.push_back(across_frames);
-        out.after[size_t(a)] = after_a ? i : out.after[size_t(a)];
-        out.before[size_t(b)] = before_b ? i : out.before[size_t(b)];
+        (across_frames ? out.patch_after : out.after)[size_t(a)] = i;
+        (across_frames ? out.patch_before : out.before)[size_t(b)] = i;
     };
-    auto by_patch = [&](int32_t j) { return mode == OM_NEIGHBOURS_FRAME && mod[j] == modality::visual; };
+    out.by_patch.resize(size_t(std::max(n, 0)));
+    for (int32_t j = 0; j < n; ++j) {
+        out.by_patch[size_t(j)] = mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual;
+    }
+    auto by_patch = [&](int32_t j) { return bool(out.by_patch[size_t(j)]); };
+    out.frame.assign(size_t(std::max(n, 0)), -1);
+    for (int32_t j = 0, frames = 0; j < n; ++j) {
+        if (by_patch(j)) {
+            const bool same = j > 0 && by_patch(j - 1) && pos[3 * (j - 1)] == pos[3 * j];
+            out.frame[size_t(j)] = same ? out.frame[size_t(j - 1)] : frames++;
+        }
+    }
     std::unordered_map<uint64_t, int32_t> last_at_patch;   // (h, w) -> the latest visual row there so far
     for (int32_t j = 0; j < n; ++j) {
         if (by_patch(j)) {
             const uint64_t patch = uint64_t(uint32_t(pos[3 * j + 1])) << 32 | uint32_t(pos[3 * j + 2]);
             const auto it = last_at_patch.find(patch);
             if (it != last_at_patch.end()) {
-                add(it->second, j, true, true, true);
+                add(it->second, j, true);
             }
             last_at_patch[patch] = j;
         }
-        if (j + 1 < n && (!by_patch(j) || !by_patch(j + 1))) {
-            add(j, j + 1, false, !by_patch(j), !by_patch(j + 1));
+        // under FRAME two visual rows side by side are not each other's neighbours
+        if (j + 1 < n && !(mode == OM_NEIGHBOURS_FRAME && by_patch(j) && by_patch(j + 1))) {
+            add(j, j + 1, false);
         }
     }
     return out;
 }
 
+namespace {
+
+double spread(double s) {
+    return std::sqrt(std::max(0.0, 1.0 - s / 2.0));
+}
+
+} // namespace
+
+double neighbour_pairs::cosine_sum(int32_t j, const float * cos, bool at_patch) const {
+    // a missing neighbour counts as an identical one
+    const int32_t b = (at_patch ? patch_before : before)[size_t(j)], a = (at_patch ? patch_after : after)[size_t(j)];
+    return (b >= 0 ? double(cos[b]) : 1.0) + (a >= 0 ? double(cos[a]) : 1.0);
+}
+
+std::vector<double> neighbour_pairs::frame_changes(const float * cos) const {
+    std::vector<double> change;
+    std::vector<int32_t> count;
+    for (size_t j = 0; j < frame.size(); ++j) {
+        const int32_t f = frame[j];
+        if (f < 0) {
+            continue;
+        }
+        if (size_t(f) >= change.size()) {
+            change.resize(size_t(f) + 1, 0.0);
+            count.resize(size_t(f) + 1, 0);
+        }
+        change[size_t(f)] += spread(cosine_sum(int32_t(j), cos, true));
+        count[size_t(f)] += 1;
+    }
+    for (size_t f = 0; f < change.size(); ++f) {
+        change[f] /= double(count[f]);
+    }
+    return change;
+}
+
 std::vector<float> perturbation_scores(const selection_input & in, float lambda) {
     std::vector<float> score(size_t(in.n));
     const bool known = in.pairs != nullptr && in.pair_cos != nullptr;
+    std::vector<double> change;
+    if (known && in.pairs->mode == OM_NEIGHBOURS_BOTH) {
+        change = in.pairs->frame_changes(in.pair_cos);
+    }
     for (int32_t j = 0; j < in.n; ++j) {
-        // a missing neighbour, or no cosines at all, counts as an identical one
-        const int32_t b = known ? in.pairs->before[size_t(j)] : -1, a = known ? in.pairs->after[size_t(j)] : -1;
-        const double before = b >= 0 ? in.pair_cos[b] : 1.0;
-        const double after = a >= 0 ? in.pair_cos[a] : 1.0;
-        const double spread = std::sqrt(std::max(0.0, 1.0 - (before + after) / 2.0));
+        double p = 0.0;   // no cosines at all: every row alike, as if its neighbours were identical
+        if (known) {
+            const bool at_patch = in.pairs->mode == OM_NEIGHBOURS_FRAME && in.pairs->by_patch[size_t(j)];
+            p = spread(in.pairs->cosine_sum(j, in.pair_cos, at_patch));
+            if (!change.empty() && in.pairs->frame[size_t(j)] >= 0) {
+                p *= change[size_t(in.pairs->frame[size_t(j)])];
+            }
+        }
         const double attended = lambda == 0.0f ? 1.0 : std::pow(double(in.importance[j]), double(lambda));
-        score[size_t(j)] = float(spread * attended);
+        score[size_t(j)] = float(p * attended);
     }
     return score;
 }

@@ -7,7 +7,8 @@
 // received. The neighbours are the rows next to it in the layer (the method's), or, with
 // OM_NEIGHBOURS_FRAME, for a visual row the rows at its patch position in the frames before and after it: a
 // patch that only repeats the frame before it then scores as redundant, while the spatial neighbours of an
-// object's patch differ from it in every frame that shows the object. The other policies keep
+// object's patch differ from it in every frame that shows the object. OM_NEIGHBOURS_BOTH keeps the method's
+// score and weighs a visual row's by how much its frame changed from the frames around it (frame_changes). The other policies keep
 // budget_audio + budget_visual media rows of either modality. Ties in a score go to the earlier row.
 //
 // UNIFORM and RANDOM rank each row by a number fixed by its index in the stream alone, so what a stream keeps
@@ -25,11 +26,24 @@
 
 namespace om {
 
-// The pairs of rows whose cosines the redundancy score needs: each row's neighbour before and after it.
+// The pairs of rows whose cosines the redundancy score needs: each row's neighbours before and after it in
+// sequence and, for a visual row under OM_NEIGHBOURS_FRAME or _BOTH, at its patch in the frames held before
+// and after it.
 struct neighbour_pairs {
+    om_neighbours        mode = OM_NEIGHBOURS_SEQUENCE;
     std::vector<int32_t> first, second;   // pair i: rows first[i] < second[i]
     std::vector<bool>    across_frames;   // pair i joins a visual row to its patch in a later frame
-    std::vector<int32_t> before, after;   // per row: the pair with its neighbour before / after it, or -1 (none)
+    std::vector<bool>    by_patch;        // per row: whether it has patch neighbours (visual, mode not SEQUENCE)
+    std::vector<int32_t> frame;           // per row: its frame (a run of visual rows at one M-RoPE t), or -1
+    std::vector<int32_t> before, after;               // per row: the pair with its neighbour before / after it
+    std::vector<int32_t> patch_before, patch_after;   // in sequence, and at its patch; -1: none
+
+    // Row j's cosines with its neighbours before and after it, summed (a missing one counts as 1): in
+    // sequence, or at its patch.
+    double cosine_sum(int32_t j, const float * cos, bool at_patch) const;
+    // Per frame: how much it changed from the frames around it, the mean over its rows of
+    // sqrt(max(0, 1 - s / 2)) with s the row's cosine sum at its patch (OM_NEIGHBOURS_BOTH).
+    std::vector<double> frame_changes(const float * cos) const;
 };
 
 // The neighbour pairs of n rows in sequence order under the given mode; pos ([n][3], M-RoPE t, h, w) is read

@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .convert import OUTTYPES, PROJECTOR_OUTTYPES
-    from .memory import POLICIES
+    from .memory import NEIGHBOURS, POLICIES
 
     p = sub.add_parser(
         "convert", help="convert a Hugging Face Qwen2.5-Omni checkpoint to GGUF",
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-cap", type=int, default=0, help="most text rows kept after the first media (0: all)")
     p.add_argument("--redundancy", default="value", choices=("value", "hidden"),
                    help="vectors omnimem compares neighbours with (hidden: exact, more memory)")
-    p.add_argument("--neighbours", default="sequence", choices=("sequence", "frame", "both"),
+    p.add_argument("--neighbours", default="sequence", choices=tuple(NEIGHBOURS),
                    help="rows omnimem compares a row with (frame: a visual row's patch in the frames before "
                         "and after it; both: the sequence score times how much its frame changed)")
     p.add_argument("--interactive", "-i", action="store_true",

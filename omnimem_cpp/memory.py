@@ -203,7 +203,7 @@ def read_stats(handle) -> StreamStats:
 
 
 def fill_params(memory, *, policy: str, lam: float, n_sink: int, seed: int, text_cap: int, n_extra: int,
-                redundancy: str, score_queries: int, neighbours: str = "sequence") -> None:
+                redundancy: str, score_queries: int, neighbours: str) -> None:
     """Writes the policy's parameters into an ``om_memory_params`` (budget excluded)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; available: {', '.join(POLICIES)}")

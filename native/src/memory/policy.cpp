@@ -72,20 +72,13 @@ neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, c
         (across_frames ? out.patch_before : out.before)[size_t(b)] = i;
     };
     out.by_patch.resize(size_t(std::max(n, 0)));
-    for (int32_t j = 0; j < n; ++j) {
-        out.by_patch[size_t(j)] = mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual;
-    }
-    auto by_patch = [&](int32_t j) { return bool(out.by_patch[size_t(j)]); };
     out.frame.assign(size_t(std::max(n, 0)), -1);
-    for (int32_t j = 0, frames = 0; j < n; ++j) {
-        if (by_patch(j)) {
-            const bool same = j > 0 && by_patch(j - 1) && pos[3 * (j - 1)] == pos[3 * j];
-            out.frame[size_t(j)] = same ? out.frame[size_t(j - 1)] : frames++;
-        }
-    }
     std::unordered_map<uint64_t, int32_t> last_at_patch;   // (h, w) -> the latest visual row there so far
-    for (int32_t j = 0; j < n; ++j) {
-        if (by_patch(j)) {
+    for (int32_t j = 0, frames = 0; j < n; ++j) {
+        out.by_patch[size_t(j)] = mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual;
+        if (out.by_patch[size_t(j)]) {
+            const bool same_frame = j > 0 && out.by_patch[size_t(j - 1)] && pos[3 * (j - 1)] == pos[3 * j];
+            out.frame[size_t(j)] = same_frame ? out.frame[size_t(j - 1)] : frames++;
             const uint64_t patch = uint64_t(uint32_t(pos[3 * j + 1])) << 32 | uint32_t(pos[3 * j + 2]);
             const auto it = last_at_patch.find(patch);
             if (it != last_at_patch.end()) {
@@ -94,7 +87,8 @@ neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, c
             last_at_patch[patch] = j;
         }
         // under FRAME two visual rows side by side are not each other's neighbours
-        if (j + 1 < n && !(mode == OM_NEIGHBOURS_FRAME && by_patch(j) && by_patch(j + 1))) {
+        if (j + 1 < n && !(mode == OM_NEIGHBOURS_FRAME && mod[j] == modality::visual &&
+                           mod[j + 1] == modality::visual)) {
             add(j, j + 1, false);
         }
     }
@@ -116,19 +110,14 @@ double neighbour_pairs::cosine_sum(int32_t j, const float * cos, bool at_patch) 
 }
 
 std::vector<double> neighbour_pairs::frame_changes(const float * cos) const {
-    std::vector<double> change;
-    std::vector<int32_t> count;
+    const int32_t n_frames = frame.empty() ? 0 : *std::max_element(frame.begin(), frame.end()) + 1;
+    std::vector<double> change(size_t(n_frames), 0.0);
+    std::vector<int32_t> count(size_t(n_frames), 0);
     for (size_t j = 0; j < frame.size(); ++j) {
-        const int32_t f = frame[j];
-        if (f < 0) {
-            continue;
+        if (frame[j] >= 0) {
+            change[size_t(frame[j])] += spread(cosine_sum(int32_t(j), cos, true));
+            count[size_t(frame[j])] += 1;
         }
-        if (size_t(f) >= change.size()) {
-            change.resize(size_t(f) + 1, 0.0);
-            count.resize(size_t(f) + 1, 0);
-        }
-        change[size_t(f)] += spread(cosine_sum(int32_t(j), cos, true));
-        count[size_t(f)] += 1;
     }
     for (size_t f = 0; f < change.size(); ++f) {
         change[f] /= double(count[f]);

@@ -8,8 +8,9 @@
 // OM_NEIGHBOURS_FRAME, for a visual row the rows at its patch position in the frames before and after it: a
 // patch that only repeats the frame before it then scores as redundant, while the spatial neighbours of an
 // object's patch differ from it in every frame that shows the object. OM_NEIGHBOURS_BOTH keeps the method's
-// score and weighs a visual row's by how much its frame changed from the frames around it (frame_changes). The other policies keep
-// budget_audio + budget_visual media rows of either modality. Ties in a score go to the earlier row.
+// score and weighs a visual row's by how much its frame changed from the frames around it (frame_changes).
+// The other policies keep budget_audio + budget_visual media rows of either modality. Ties in a score go to
+// the earlier row.
 //
 // UNIFORM and RANDOM rank each row by a number fixed by its index in the stream alone, so what a stream keeps
 // after any number of compactions is what one selection over every row it was fed would keep: the whole
@@ -47,7 +48,7 @@ struct neighbour_pairs {
 };
 
 // The neighbour pairs of n rows in sequence order under the given mode; pos ([n][3], M-RoPE t, h, w) is read
-// only by OM_NEIGHBOURS_FRAME. A pair is listed once even when it serves two rows.
+// only by OM_NEIGHBOURS_FRAME and _BOTH. A pair is listed once even when it serves two rows.
 neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, const int32_t * pos, int32_t n);
 
 struct selection_input {

@@ -612,3 +612,32 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
         counted[kind] += int(questions)
         assert on_screen != "1" or chance == "100%"     # one object on screen: its colour is the answer
     assert counted == expected
+
+
+def test_answer_confusion_counts_every_question_of_the_kinds_once(capsys):
+    """scripts/answer_confusion.py: a hand-made confusion table reads back as written; run on a stream with
+    the shipped model, each kind's table holds every well-posed question of the kind, row by true answer as
+    the event list gives them, and its accuracy is its diagonal's share."""
+    answer_confusion = script("answer_confusion")
+    table = answer_confusion.confusion_table("count_at_sound", [("0", "1"), ("1", "1"), ("1", "1"), ("2", "yes")])
+    assert table.splitlines()[0] == "`count_at_sound`: 4 questions, 50% right"
+    assert table.splitlines()[3:] == ["|---|---|---|---|---|---|", "| 0 | 1 (25%) | 0 | 1 | 0 | 0 |",
+                                      "| 1 | 2 (50%) | 0 | 2 | 0 | 0 |", "| 2 | 1 (25%) | 0 | 0 | 0 | 1 |"]
+
+    kinds = ("sound_played", "object_appeared")
+    assert answer_confusion.main(["--seeds", "1", "--minutes", "0.5", "--threads", "2",
+                                  "--kinds", ",".join(kinds)]) == 0
+    out = capsys.readouterr().out
+    config = benchmark_config(0.5, 0, 0)
+    questions = [q for q in all_questions(config, Timeline(config)) if q.kind in kinds]
+    for kind in kinds:
+        title, block = out.split(f"`{kind}`: ")[1].split("\n\n")[:2]
+        block = block.splitlines()
+        truths = collections.Counter(q.answer for q in questions if q.kind == kind)
+        assert title.startswith(f"{sum(truths.values())} questions, ")
+        rows = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+                for line in block[2:]}
+        assert {t: int(r[0].split()[0]) for t, r in rows.items()} == truths
+        header = [c.strip().removeprefix("said ") for c in block[0].strip("|").split("|")[2:]]
+        right = sum(int(rows[t][1 + header.index(t)]) for t in truths)
+        assert title.endswith(f"{right / sum(truths.values()):.0%} right")

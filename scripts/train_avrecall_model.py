@@ -675,6 +675,20 @@ def check_layout(model: om.Model, hf_dir: pathlib.Path, seconds: float = 6.0) ->
     return float(np.abs(reference - runtime[:reference.size]).max() / np.abs(reference).max())
 
 
+def mrope_section(text: str) -> list:
+    """``T,H,W`` rotary frequency pairs for the time, height and width positions; together they are all of a
+    head's pairs."""
+    pairs = TEXT["hidden_size"] // TEXT["num_attention_heads"] // 2
+    try:
+        section = [int(n) for n in text.split(",")]
+    except ValueError:
+        section = []
+    if len(section) != 3 or min(section) < 0 or sum(section) != pairs:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three counts of frequency pairs, T,H,W, that add up to "
+                                         f"a head's {pairs}, e.g. " + ",".join(map(str, TEXT["mrope_section"])))
+    return section
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The script's options; with none given they make the shipped pair."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -709,6 +723,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-kv-heads", type=int, choices=(1, 2, 4), default=TEXT["num_key_value_heads"],
                         help="the language model's key/value heads, shared by its "
                              f"{TEXT['num_attention_heads']} query heads (default {TEXT['num_key_value_heads']})")
+    parser.add_argument("--mrope-section", type=mrope_section, default=TEXT["mrope_section"], metavar="T,H,W",
+                        help="how the language model's rotary frequencies are shared between the time, height "
+                             "and width positions, highest frequencies first (default "
+                             + ",".join(map(str, TEXT["mrope_section"])) + "); a video row's time is only in the "
+                             "first share, so a larger one lets it reach lower frequencies: docs/avrecall.md")
     parser.add_argument("--text-layers", type=int, default=TEXT["num_hidden_layers"], metavar="N",
                         help=f"the language model's decoder layers (default {TEXT['num_hidden_layers']}); "
                              "a start from a text file keeps the file's, see --grow-layers")
@@ -849,13 +868,17 @@ def main(argv=None) -> int:
     # a hand-off at or before the file a run starts from happened before that file was written
     hand_offs = [n for n in hand_offs if n > phases_done]
     # named by everything the start depends on, since a resumed run takes the start it finds there
-    text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads, num_hidden_layers=args.text_layers)
+    text_shape = dict(TEXT, num_key_value_heads=args.text_kv_heads, num_hidden_layers=args.text_layers,
+                      mrope_section=args.mrope_section)
     default_kv = args.text_kv_heads == TEXT["num_key_value_heads"]
     default_layers = args.text_layers == TEXT["num_hidden_layers"]
+    default_rope = args.mrope_section == TEXT["mrope_section"]
+    section = ",".join(map(str, args.mrope_section))
     init_dir = work / (f"init-{args.seed}-gain{args.vision_block_gain:g}-marker{args.modality_marker:g}"
                        + (f"-vision{pretraining_steps}" if pretraining_steps else "")
                        + ("" if default_kv else f"-kv{args.text_kv_heads}")
-                       + ("" if default_layers else f"-layers{args.text_layers}"))
+                       + ("" if default_layers else f"-layers{args.text_layers}")
+                       + ("" if default_rope else f"-mrope{section.replace(',', '.')}"))
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
                   [f"--vision {args.vision}"] +
@@ -863,7 +886,8 @@ def main(argv=None) -> int:
                   [f"--lr {args.lr}", f"--modality-marker {args.modality_marker}",
                    f"--vision-block-gain {args.vision_block_gain}"] +
                   ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) +
-                  ([] if default_layers else [f"--text-layers {args.text_layers}"]) + [f"--seed {args.seed}"] +
+                  ([] if default_layers else [f"--text-layers {args.text_layers}"]) +
+                  ([] if default_rope else [f"--mrope-section {section}"]) + [f"--seed {args.seed}"] +
                   ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else []) +
                   [f"--hand-off-after {n}" for n in hand_offs] +
                   ([f"--grow-layers {args.grow_layers}"] if args.grow_layers else [])),
@@ -882,7 +906,9 @@ def main(argv=None) -> int:
             init_dir, work / "standardise", args.seed, args.modality_marker, args.vision_block_gain,
             pretraining_steps, log, text_shape)))
     report.update(json.loads(init_report.read_text()))
-    towers_digest = file_digest(init_dir / "model.safetensors")
+    # the weights do not say how their rotary frequencies are shared: another share names other folders
+    rope_suffix = "" if default_rope else f"-mrope{section.replace(',', '.')}"
+    towers_digest = file_digest(init_dir / "model.safetensors") + rope_suffix
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -894,7 +920,7 @@ def main(argv=None) -> int:
         """The start folder holding the language model of ``text_file`` on this run's towers, and its digest."""
         start = work / (f"start-{towers_digest}-{text_digest}" + (f"-grow{grow_layers}" if grow_layers else ""))
         start_from_text_file(init_dir, start, text_file, untrained_text, grow_layers, args.seed)
-        return start, file_digest(start / "model.safetensors")
+        return start, file_digest(start / "model.safetensors") + rope_suffix
 
     if args.start_from is not None:
         text_digest = file_digest(args.start_from)

@@ -503,33 +503,47 @@ def test_a_pretrained_tower_needs_a_step(trainer, tmp_path, capsys):
 
 
 def test_another_text_shape_changes_only_the_language_model(trainer, tmp_path):
-    """--text-kv-heads 4 gives every query head its own keys, --text-layers 5 one decoder layer more: the
-    converted model says so, each run keeps its own start beside the default one, and the towers are drawn
-    the same (their weights do not depend on the language model's shape)."""
+    """--text-kv-heads 4 gives every query head its own keys, --text-layers 5 one decoder layer more,
+    --mrope-section 12,2,2 the time positions twelve of the sixteen frequency pairs: the converted model says
+    so, the runtime's logits match transformers' for it, each run keeps its own start beside the default one,
+    and the towers are drawn the same (their weights do not depend on the language model's shape)."""
     import torch
     from safetensors.torch import load_file
 
     import omnimem_cpp as om
 
-    default = (trainer.TEXT["num_key_value_heads"], trainer.TEXT["num_hidden_layers"])
+    section = trainer.TEXT["mrope_section"]
+    default = (trainer.TEXT["num_key_value_heads"], trainer.TEXT["num_hidden_layers"], tuple(section))
     starts = {}
-    for shape, flags in {default: [], (4, default[1]): ["--text-kv-heads", "4"],
-                         (default[0], 5): ["--text-layers", "5"]}.items():
+    for shape, flags in {default: [], (4, *default[1:]): ["--text-kv-heads", "4"],
+                         (default[0], 5, default[2]): ["--text-layers", "5"],
+                         (*default[:2], (12, 2, 2)): ["--mrope-section", "12,2,2"]}.items():
         out, report = tmp_path / f"out-{len(starts)}", tmp_path / f"report-{len(starts)}.json"
         assert trainer.main(["--phase", "1:12-12@6", "--vision", "frozen", *flags, "--work-dir", str(tmp_path / "work"),
                              "--out-dir", str(out), "--report", str(report), "--threads", "2"]) == 0
         written = json.loads(report.read_text())
-        assert (written["text"]["num_key_value_heads"], written["text"]["num_hidden_layers"]) == shape
-        assert " ".join(flags) in written["command"] and ("--text-" in written["command"]) == bool(flags)
+        text = written["text"]
+        assert (text["num_key_value_heads"], text["num_hidden_layers"], tuple(text["mrope_section"])) == shape
+        assert " ".join(flags) in written["command"] and ("--text-" in written["command"]
+                                                          or "--mrope-" in written["command"]) == bool(flags)
+        assert written["layout_check_rel_error"] < 1e-4
         with om.Model(out / "avrecall-text.gguf", mmproj=out / "avrecall-mmproj.gguf") as model:
-            assert (model.info.n_head, model.info.n_head_kv, model.info.n_layer) == \
+            assert (model.info.n_head, model.info.n_head_kv, model.info.n_layer, model.info.rope_sections[:3]) == \
                 (trainer.TEXT["num_attention_heads"], *shape)
         starts[shape], = [d for d in (tmp_path / "work").glob("init-*") if d not in starts.values()]
     weights = {shape: load_file(d / "model.safetensors") for shape, d in starts.items()}
     towers = [k for k in weights[default] if k.startswith(("visual.", "audio_tower."))]
     assert towers and all(torch.equal(weights[default][k], w[k]) for k in towers for w in weights.values())
     k_proj = "model.layers.0.self_attn.k_proj.weight"
-    assert weights[(4, default[1])][k_proj].shape[0] == 2 * weights[default][k_proj].shape[0]
+    assert weights[(4, *default[1:])][k_proj].shape[0] == 2 * weights[default][k_proj].shape[0]
+
+
+def test_a_rope_section_must_share_out_a_heads_frequencies(trainer, capsys):
+    for bad in ("12,2", "12,2,3", "a,b,c", "18,-1,-1"):
+        with pytest.raises(SystemExit):
+            trainer.build_parser().parse_args(["--mrope-section", bad])
+        assert "add up to a head's 16" in capsys.readouterr().err
+    assert trainer.build_parser().parse_args(["--mrope-section", "16,0,0"]).mrope_section == [16, 0, 0]
 
 
 def test_the_shipped_report_is_of_the_shipped_pair_made_with_the_defaults(trainer):

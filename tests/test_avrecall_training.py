@@ -3,6 +3,7 @@ the runtime feeds (same logits), its streams are new at every step, and it write
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import sys
@@ -281,6 +282,50 @@ def test_the_retrieval_check_feeds_the_real_loop(trainer, capsys):
             assert n_rows == (check.SOUND_ROWS if answer == "yes" else 0), (step, question)
     assert check.main(["--steps", "2"]) == 0
     assert "accuracy over the last 100 steps" in capsys.readouterr().out
+
+
+def test_the_order_check_asks_which_shape_came_first_both_ways(trainer, capsys):
+    """The appear_order stand-in: each shape's vector fills the frame of the second it appeared in (or, kept
+    on screen, two rows of every frame from then on, rows no other shape takes), appearances at least
+    MIN_APPEARANCE_GAP apart; every ordered pair is asked, answered by the earlier second; video rows keep
+    height and width at the stream's start while audio rows carry the time on all three axes."""
+    import check_retrieval_learning as check
+
+    for video, persist in ((True, False), (True, True), (False, False)):
+        stand_in = check.SyntheticAppearances(seconds=30, seed=1, video=video, persist=persist)
+        for step in range(6):
+            data = stand_in(step)
+            second = data["positions"][:, 0] // trainer.POSITIONS_PER_SECOND
+            np.testing.assert_array_equal(data["positions"][:, 0], 1 + second * trainer.POSITIONS_PER_SECOND)
+            if video:
+                assert data["positions"][:, 1:].min() == 1 and data["positions"][:, 1:].max() <= check.FRAME_ROWS
+            else:
+                np.testing.assert_array_equal(data["positions"][:, 1], data["positions"][:, 0])
+            first_seen, taken = {}, np.zeros(len(second), bool)
+            for shape, vector in stand_in.vectors.items():
+                rows = (data["embeddings"] == vector.astype(np.float32)).all(1)
+                if rows.any():
+                    assert not (rows & taken).any()
+                    taken |= rows
+                    first_seen[shape] = second[rows].min()
+                    per_frame = collections.Counter(second[rows])
+                    expected = 2 if persist else check.FRAME_ROWS
+                    assert set(per_frame.values()) == {expected}
+                    assert len(per_frame) == (30 - first_seen[shape] if persist else 1)
+            assert 2 <= len(first_seen) <= 3
+            times = sorted(first_seen.values())
+            assert min(np.diff(times)) >= check.MIN_APPEARANCE_GAP
+            asked = data["questions"]["appear_order"]
+            assert len(asked) == len(first_seen) * (len(first_seen) - 1)
+            for question, answer in asked:
+                a, b = question.removeprefix("Which appeared first, the ").removesuffix("?").split(" or the ")
+                assert answer == min((a, b), key=first_seen.get)
+    assert check.main(["--question", "appear_order", "--steps", "2", "--seconds", "13", "--persist",
+                       "--mrope-section", "12,2,2"]) == 0
+    assert "M-RoPE section 12,2,2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        check.main(["--question", "appear_order", "--seconds", "12"])
+    assert "no room for three appearances" in capsys.readouterr().err
 
 
 def test_slot_labels_name_what_both_frames_of_a_token_show(trainer):

@@ -872,13 +872,14 @@ def main(argv=None) -> int:
                       mrope_section=args.mrope_section)
     default_kv = args.text_kv_heads == TEXT["num_key_value_heads"]
     default_layers = args.text_layers == TEXT["num_hidden_layers"]
-    default_rope = args.mrope_section == TEXT["mrope_section"]
     section = ",".join(map(str, args.mrope_section))
+    # the weights do not say how their rotary frequencies are shared: another share names other folders
+    rope_suffix = "" if args.mrope_section == TEXT["mrope_section"] else f"-mrope{section.replace(',', '.')}"
     init_dir = work / (f"init-{args.seed}-gain{args.vision_block_gain:g}-marker{args.modality_marker:g}"
                        + (f"-vision{pretraining_steps}" if pretraining_steps else "")
                        + ("" if default_kv else f"-kv{args.text_kv_heads}")
                        + ("" if default_layers else f"-layers{args.text_layers}")
-                       + ("" if default_rope else f"-mrope{section.replace(',', '.')}"))
+                       + rope_suffix)
     report = {"command": "python scripts/train_avrecall_model.py " + " ".join(
                   [f"--phase {p}" for p in phases] +
                   [f"--vision {args.vision}"] +
@@ -887,7 +888,7 @@ def main(argv=None) -> int:
                    f"--vision-block-gain {args.vision_block_gain}"] +
                   ([] if default_kv else [f"--text-kv-heads {args.text_kv_heads}"]) +
                   ([] if default_layers else [f"--text-layers {args.text_layers}"]) +
-                  ([] if default_rope else [f"--mrope-section {section}"]) + [f"--seed {args.seed}"] +
+                  ([f"--mrope-section {section}"] if rope_suffix else []) + [f"--seed {args.seed}"] +
                   ([f"--start-from {args.start_from.name} --phases-done {phases_done}"] if phases_done else []) +
                   [f"--hand-off-after {n}" for n in hand_offs] +
                   ([f"--grow-layers {args.grow_layers}"] if args.grow_layers else [])),
@@ -906,8 +907,6 @@ def main(argv=None) -> int:
             init_dir, work / "standardise", args.seed, args.modality_marker, args.vision_block_gain,
             pretraining_steps, log, text_shape)))
     report.update(json.loads(init_report.read_text()))
-    # the weights do not say how their rotary frequencies are shared: another share names other folders
-    rope_suffix = "" if default_rope else f"-mrope{section.replace(',', '.')}"
     towers_digest = file_digest(init_dir / "model.safetensors") + rope_suffix
     mmproj = args.out_dir / "avrecall-mmproj.gguf"
     untrained_text = work / "untrained-text.gguf"

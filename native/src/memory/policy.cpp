@@ -71,13 +71,11 @@ neighbour_pairs find_neighbour_pairs(om_neighbours mode, const modality * mod, c
         (across_frames ? out.patch_after : out.after)[size_t(a)] = i;
         (across_frames ? out.patch_before : out.before)[size_t(b)] = i;
     };
-    out.by_patch.resize(size_t(std::max(n, 0)));
     out.frame.assign(size_t(std::max(n, 0)), -1);
     std::unordered_map<uint64_t, int32_t> last_at_patch;   // (h, w) -> the latest visual row there so far
     for (int32_t j = 0, frames = 0; j < n; ++j) {
-        out.by_patch[size_t(j)] = mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual;
-        if (out.by_patch[size_t(j)]) {
-            const bool same_frame = j > 0 && out.by_patch[size_t(j - 1)] && pos[3 * (j - 1)] == pos[3 * j];
+        if (mode != OM_NEIGHBOURS_SEQUENCE && mod[j] == modality::visual) {
+            const bool same_frame = j > 0 && out.frame[size_t(j - 1)] >= 0 && pos[3 * (j - 1)] == pos[3 * j];
             out.frame[size_t(j)] = same_frame ? out.frame[size_t(j - 1)] : frames++;
             const uint64_t patch = uint64_t(uint32_t(pos[3 * j + 1])) << 32 | uint32_t(pos[3 * j + 2]);
             const auto it = last_at_patch.find(patch);
@@ -135,7 +133,7 @@ std::vector<float> perturbation_scores(const selection_input & in, float lambda)
     for (int32_t j = 0; j < in.n; ++j) {
         double p = 0.0;   // no cosines at all: every row alike, as if its neighbours were identical
         if (known) {
-            const bool at_patch = in.pairs->mode == OM_NEIGHBOURS_FRAME && in.pairs->by_patch[size_t(j)];
+            const bool at_patch = in.pairs->mode == OM_NEIGHBOURS_FRAME && in.pairs->frame[size_t(j)] >= 0;
             p = spread(in.pairs->cosine_sum(j, in.pair_cos, at_patch));
             if (!change.empty() && in.pairs->frame[size_t(j)] >= 0) {
                 p *= change[size_t(in.pairs->frame[size_t(j)])];

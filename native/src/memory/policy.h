@@ -34,8 +34,8 @@ struct neighbour_pairs {
     om_neighbours        mode = OM_NEIGHBOURS_SEQUENCE;
     std::vector<int32_t> first, second;   // pair i: rows first[i] < second[i]
     std::vector<bool>    across_frames;   // pair i joins a visual row to its patch in a later frame
-    std::vector<bool>    by_patch;        // per row: whether it has patch neighbours (visual, mode not SEQUENCE)
     std::vector<int32_t> frame;           // per row: its frame (a run of visual rows at one M-RoPE t), or -1
+                                          // when it has no patch neighbours (not visual, or mode SEQUENCE)
     std::vector<int32_t> before, after;               // per row: the pair with its neighbour before / after it
     std::vector<int32_t> patch_before, patch_after;   // in sequence, and at its patch; -1: none
 

@@ -6,7 +6,7 @@ streams (seeds 0, 1, ...) with the full memory, asks every well-posed question o
 for each kind, a table of the true answers against the model's, with the share each true answer has among
 the questions: a model that names one answer whatever it hears fills a single column.
 
-    python scripts/answer_confusion.py [--kinds count_at_sound] [--model M --mmproj P] [--seeds 40] [--minutes 1]
+    python scripts/answer_confusion.py [--kinds count_at_sound,...] [--model M --mmproj P] [--seeds 40] [--minutes 1]
 """
 
 from __future__ import annotations
@@ -48,13 +48,27 @@ def confusion_table(kind: str, pairs: list) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list) -> str:
+    """Markdown: each kind's questions and share right, then the mean of the kinds' shares (each kind
+    weighs alike, as the benchmark's even draw of kinds does) and the share of all questions."""
+    by_kind = collections.defaultdict(list)
+    for kind, truth, answer in rows:
+        by_kind[kind].append(truth == answer)
+    shares = {kind: sum(hits) / len(hits) for kind, hits in by_kind.items()}
+    lines = ["| kind | questions | right |", "|---|---|---|"]
+    lines += [f"| `{kind}` | {len(by_kind[kind])} | {shares[kind]:.0%} |" for kind in by_kind]
+    lines.append(f"| mean of the kinds | | {sum(shares.values()) / len(shares):.0%} |")
+    lines.append(f"| every question | {len(rows)} | {sum(t == a for _, t, a in rows) / len(rows):.0%} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = full_memory_parser(__doc__)
     known = [k for family in KINDS.values() for k in family]
-    parser.add_argument("--kinds", default="count_at_sound",
-                        help=f"comma-separated question kinds (of {', '.join(known)})")
+    parser.add_argument("--kinds", default="all",
+                        help=f"comma-separated question kinds (of {', '.join(known)}; default all)")
     args = parser.parse_args(argv)
-    kinds = tuple(args.kinds.split(","))
+    kinds = tuple(known) if args.kinds == "all" else tuple(args.kinds.split(","))
     if unknown := [k for k in kinds if k not in known]:
         parser.error(f"unknown question kinds {unknown}; choose from {', '.join(known)}")
     if args.seeds < 1 or args.minutes <= 0:
@@ -67,6 +81,8 @@ def main(argv=None) -> int:
     for kind in kinds:
         pairs = [(t, a) for k, t, a in rows if k == kind]
         print(confusion_table(kind, pairs) if pairs else f"`{kind}`: no well-posed question in these streams", "\n")
+    if len(kinds) > 1:
+        print(summary_table(rows))
     return 0
 
 

@@ -623,6 +623,10 @@ def test_answer_confusion_counts_every_question_of_the_kinds_once(capsys):
     assert table.splitlines()[0] == "`count_at_sound`: 4 questions, 50% right"
     assert table.splitlines()[3:] == ["|---|---|---|---|---|---|", "| 0 | 1 (25%) | 0 | 1 | 0 | 0 |",
                                       "| 1 | 2 (50%) | 0 | 2 | 0 | 0 |", "| 2 | 1 (25%) | 0 | 0 | 0 | 1 |"]
+    # the kinds weigh alike in their mean, the questions alike in the last row
+    summary = answer_confusion.summary_table([("a", "1", "1"), ("a", "0", "1"), ("a", "2", "1"), ("b", "no", "no")])
+    assert summary.splitlines()[2:] == ["| `a` | 3 | 33% |", "| `b` | 1 | 100% |", "| mean of the kinds | | 67% |",
+                                        "| every question | 4 | 50% |"]
 
     kinds = ("sound_played", "object_appeared")
     assert answer_confusion.main(["--seeds", "1", "--minutes", "0.5", "--threads", "2",
@@ -641,3 +645,5 @@ def test_answer_confusion_counts_every_question_of_the_kinds_once(capsys):
         header = [c.strip().removeprefix("said ") for c in block[0].strip("|").split("|")[2:]]
         right = sum(int(rows[t][1 + header.index(t)]) for t in truths)
         assert title.endswith(f"{right / sum(truths.values()):.0%} right")
+        assert f"| `{kind}` | {sum(truths.values())} | {right / sum(truths.values()):.0%} |" in out
+    assert f"| every question | {len(questions)} | " in out

@@ -203,11 +203,11 @@ def full_memory_parser(doc: str) -> argparse.ArgumentParser:
     with the full memory (``scripts/``): ``--model`` and ``--mmproj`` (the shipped pair by default) and
     ``--threads``. ``doc`` is the script's docstring, whose first paragraph describes it."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--model", default=str(MODEL))
-    parser.add_argument("--mmproj", default=str(PROJECTOR))
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model", default=str(MODEL), help="text GGUF (default: the shipped one)")
+    parser.add_argument("--mmproj", default=str(PROJECTOR), help="projector GGUF (default: the shipped one)")
+    parser.add_argument("--seeds", type=int, default=8, help="benchmark streams 0 .. SEEDS-1 (default 8)")
+    parser.add_argument("--minutes", type=float, default=1.0, help="each stream's length (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     return parser
 
 

@@ -328,6 +328,41 @@ def test_the_order_check_asks_which_shape_came_first_both_ways(trainer, capsys):
     assert "no room for three appearances" in capsys.readouterr().err
 
 
+def test_the_count_check_asks_how_many_slots_were_taken_at_each_sound(trainer, capsys):
+    """The count_at_sound stand-in: each question's answer is the number of slots its sound's frame fills
+    with a shape's vector, counted back from the rows; each sound is SOUND_ROWS audio rows of its symbol's
+    vector right after its second's frame, at the time positions of that second, in a scene of its own;
+    every count from 0 to MAX_COUNT is drawn."""
+    import check_retrieval_learning as check
+
+    stand_in = check.SyntheticCounts(seconds=40, seed=2)
+    shapes = np.stack([stand_in.vectors[s] for s in stand_in.shapes]).astype(np.float32)
+    answers = collections.Counter()
+    for step in range(20):
+        data = stand_in(step)
+        rows, video, positions = data["embeddings"], data["is_video"], data["positions"]
+        assert video.sum() == 40 * check.FRAME_ROWS
+        is_shape = (rows[:, None, :] == shapes[None]).all(2).any(1)
+        assert not (is_shape & ~video).any()
+        for question, answer in data["questions"]["count_at_sound"]:
+            symbol = question.removeprefix("How many objects were on screen when the ").split()[0]
+            heard = np.flatnonzero((rows == stand_in.vectors[symbol].astype(np.float32)).all(1))
+            assert len(heard) == check.SOUND_ROWS and not video[heard].any()
+            assert np.all(np.diff(heard) == 1)
+            start = positions[heard[0], 0]
+            np.testing.assert_array_equal(positions[heard], np.repeat(start + np.arange(check.SOUND_ROWS)[:, None], 3, 1))
+            frame = np.arange(heard[0] - check.FRAME_ROWS, heard[0])     # the frame just before it
+            assert video[frame].all() and (positions[frame, 0] == start).all()
+            assert int(is_shape[frame].sum()) == check.SLOT_ROWS * int(answer)
+            answers[answer] += 1
+    assert set(answers) == {str(n) for n in range(check.MAX_COUNT + 1)}
+    assert check.main(["--question", "count_at_sound", "--steps", "2", "--seconds", "12"]) == 0
+    assert "How many objects were on screen" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        check.main(["--question", "count_at_sound", "--seconds", "8"])
+    assert "shorter than a scene" in capsys.readouterr().err
+
+
 def test_slot_labels_name_what_both_frames_of_a_token_show(trainer):
     """The vision tower's pretraining targets: the tokens at least half inside an occupied slot name its
     shape and colour, which both frames of the token show (visual events fall on whole seconds); every

@@ -9,6 +9,8 @@ were on screen at that moment and sorts each answer: right; a colour the named o
 (the object found, the moment missed); another object's colour (the object missed); or a colour the stream
 never showed. Beside them: how often naming the colour of an object on screen then, at random, is right.
 A model that finds the named object answers as well with two or three objects on screen as with one.
+And how often the colour the named object first appeared in is right: a model that finds the object but
+not the moment of the sound answers `colour_at_sound` that well.
 
 With --phase it asks no model and only splits the questions of a training phase's streams, to show how
 often one object on screen makes any colour on screen the answer.
@@ -52,6 +54,12 @@ def chance_of_any_colour(question, scene: dict) -> float:
     return sum(colour == question.answer for colour, _ in scene.values()) / len(scene)
 
 
+def first_colour(question, timeline) -> str:
+    """The colour the named object had when it first appeared."""
+    return min((e.time, e.colour) for e in timeline.visual_events()
+               if e.kind == "appear" and e.object == question.params["object"])[1]
+
+
 def verdict(question, answer: str, timeline) -> str:
     """Which of VERDICTS an answer to a colour question is."""
     if answer == question.answer:
@@ -63,8 +71,8 @@ def verdict(question, answer: str, timeline) -> str:
 
 
 def colour_answers(model: Optional[om.Model], config: AVRecallConfig) -> list:
-    """(kind, objects on screen then, chance_of_any_colour, verdict) for every colour question the stream
-    makes well-posed; the verdict is None without a model."""
+    """(kind, objects on screen then, chance_of_any_colour, whether its first colour is the answer, verdict)
+    for every colour question the stream makes well-posed; the verdict is None without a model."""
     av = AVRecallStream(config)
     found = []
     with contextlib.ExitStack() as stack:
@@ -74,7 +82,8 @@ def colour_answers(model: Optional[om.Model], config: AVRecallConfig) -> list:
                 scene = scene_then(q, av.timeline)
                 said = (verdict(q, normalise_answer(s.ask(q.text, max_tokens=4)), av.timeline)
                         if s is not None else None)
-                found.append((q.kind, len(scene), chance_of_any_colour(q, scene), said))
+                found.append((q.kind, len(scene), chance_of_any_colour(q, scene),
+                              first_colour(q, av.timeline) == q.answer, said))
     return found
 
 
@@ -104,16 +113,16 @@ def main(argv=None) -> int:
         for config in tqdm(configs, desc="streams", unit="stream"):
             rows += colour_answers(model, config)
     print(f"{title}, every well-posed colour question\n")
-    print("| kind | objects on screen | questions | a random one's colour right | " + " | ".join(VERDICTS)
-          + " |\n" + "|---" * (4 + len(VERDICTS)) + "|")
+    print("| kind | objects on screen | questions | a random one's colour right | its first colour right | "
+          + " | ".join(VERDICTS) + " |\n" + "|---" * (5 + len(VERDICTS)) + "|")
     groups = collections.defaultdict(list)
-    for kind, on_screen, chance, said in rows:
-        groups[(kind, f"{on_screen}+" if on_screen >= 3 else str(on_screen))].append((chance, said))
-        groups[(kind, "any")].append((chance, said))
+    for kind, on_screen, chance, first, said in rows:
+        groups[(kind, f"{on_screen}+" if on_screen >= 3 else str(on_screen))].append((chance, first, said))
+        groups[(kind, "any")].append((chance, first, said))
     for (kind, on_screen), answers in sorted(groups.items()):
-        verdicts = [share([said == v for _, said in answers]) if model is not None else "-" for v in VERDICTS]
-        print(f"| {kind} | {on_screen} | {len(answers)} | {share([c for c, _ in answers])} | "
-              + " | ".join(verdicts) + " |")
+        verdicts = [share([said == v for *_, said in answers]) if model is not None else "-" for v in VERDICTS]
+        print(f"| {kind} | {on_screen} | {len(answers)} | {share([c for c, _, _ in answers])} | "
+              f"{share([f for _, f, _ in answers])} | " + " | ".join(verdicts) + " |")
     return 0
 
 

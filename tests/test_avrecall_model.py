@@ -573,13 +573,13 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
     answer's colour (on the benchmark's streams and on dense training-like ones); a wrong answer is sorted by
     whose colour it was, from the event list; and its table accounts for every well-posed colour question of
     the stream, each answer sorted once. Naming the colour of a random object on screen is always right when
-    one object is on screen."""
+    one object is on screen. The colour an object first appeared in answers its appear_colour question."""
     colour_binding = script("colour_binding")
     configs = [benchmark_config(1, seed, 0) for seed in range(6)]
     configs += [AVRecallConfig(seconds=30, seed=seed, visual_events_per_minute=24, sound_events_per_minute=24,
                                min_event_gap=2, cross_modal_gap=1, n_questions=0) for seed in range(6)]
     right, at_another_time, another_object, never = colour_binding.VERDICTS
-    checked, sorted_wrong = 0, collections.Counter()
+    checked, recoloured, sorted_wrong = 0, 0, collections.Counter()
     for config in configs:
         timeline = Timeline(config)
         for q in all_questions(config, timeline):
@@ -587,6 +587,14 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
                 continue
             assert colour_binding.scene_then(q, timeline)[q.params["object"]][0] == q.answer, q.text
             assert colour_binding.verdict(q, q.answer, timeline) == right
+            first_appearance = min(e.time for e in timeline.visual_events()
+                                   if e.kind == "appear" and e.object == q.params["object"])
+            assert colour_binding.first_colour(q, timeline) == timeline.state_at(first_appearance + 0.5)[
+                q.params["object"]][0]
+            if q.kind == "appear_colour":
+                assert colour_binding.first_colour(q, timeline) == q.answer
+            else:
+                recoloured += colour_binding.first_colour(q, timeline) != q.answer
             had = {e.colour for e in timeline.visual_events() if e.object == q.params["object"] and e.colour}
             others = {e.colour for e in timeline.visual_events() if e.object != q.params["object"] and e.colour}
             for colour in config.colours:
@@ -596,6 +604,7 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
                     sorted_wrong[expected] += 1
             checked += 1
     assert checked > 50 and all(sorted_wrong[v] > 0 for v in (at_another_time, another_object, never))
+    assert recoloured > 0           # a sound can find its object recoloured since it appeared
 
     assert colour_binding.main(["--seeds", "1", "--minutes", "0.5", "--threads", "2"]) == 0
     table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
@@ -604,7 +613,8 @@ def test_colour_binding_splits_colour_questions_by_the_scene_they_ask_about(caps
     expected = collections.Counter(q.kind for q in all_questions(config, Timeline(config))
                                    if q.kind in colour_binding.COLOUR_KINDS)
     counted = collections.Counter()
-    for kind, on_screen, questions, chance, *verdicts in rows:
+    for kind, on_screen, questions, chance, first, *verdicts in rows:
+        assert kind != "appear_colour" or first == "100%"
         assert 98 <= sum(int(v.rstrip("%")) for v in verdicts) <= 102     # four rounded shares
         if on_screen == "any":
             assert int(questions) == expected[kind]

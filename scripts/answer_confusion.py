@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     for kind in kinds:
         pairs = [(t, a) for k, t, a in rows if k == kind]
         print(confusion_table(kind, pairs) if pairs else f"`{kind}`: no well-posed question in these streams", "\n")
-    if len(kinds) > 1:
+    if len(kinds) > 1 and rows:
         print(summary_table(rows))
     return 0
 

@@ -19,9 +19,9 @@ the AV-Recall streams' objects stay; `--mrope-section` shares the language model
 otherwise (time gets only the highest ones by default); `--rows-like audio` lays the rows out as audio
 rows, whose three positions are all the time.
 
-`--question count_at_sound`: `--seconds` of the same video-like frames, split into scenes of 6-10 s (the last up to 11), each
-with 0 to 3 of the frame's four two-row slots holding a shape (a shape's vector in both rows; the count
-drawn evenly); 1 to 3 symbols' sounds, each 25 audio rows of its vector after the frame of a second inside
+`--question count_at_sound`: `--seconds` of the same video-like frames, split into scenes of 6-10 s (the
+last up to 11), each with 0 to 3 of the frame's four two-row slots holding a shape (a shape's vector in
+both rows; the count drawn evenly); 1 to 3 symbols' sounds, each 25 audio rows of its vector after the frame of a second inside
 a scene of its own; asked "How many objects were on screen when the X sound first played?", the
 benchmark's question. Finding the sound, its moment's frame and counting the slots in it is what the real
 question needs; the commonest count is right 25 % of the time.
@@ -77,6 +77,11 @@ class SyntheticStream:
                 "questions": {kind: questions}, "per_kind": len(questions)}
 
     @staticmethod
+    def audio_positions(t: np.ndarray) -> np.ndarray:
+        """M-RoPE positions of audio rows at times ``t``: the time on all three axes."""
+        return np.repeat(np.asarray(t)[:, None], 3, axis=1)
+
+    @staticmethod
     def frame_positions(seconds: np.ndarray) -> np.ndarray:
         """TMRoPE positions of a video frame's rows, FRAME_ROWS a second: time 25 a second, height and width
         from the stream's start."""
@@ -100,7 +105,7 @@ class SyntheticSounds(SyntheticStream):
         for symbol, slot in zip(present, slots):
             rows[slot * SOUND_ROWS:(slot + 1) * SOUND_ROWS] = self.vectors[symbol]
         t = np.arange(1, self.rows + 1)
-        return self.layout(rows, np.repeat(t[:, None], 3, axis=1), (t - 1) // recipe.POSITIONS_PER_SECOND,
+        return self.layout(rows, self.audio_positions(t), (t - 1) // recipe.POSITIONS_PER_SECOND,
                            False, "sound_played", [(f"Did the {s} sound play?", "yes" if s in present else "no")
                                                    for s in self.symbols])
 
@@ -135,7 +140,7 @@ class SyntheticAppearances(SyntheticStream):
             rows[(second >= at) & (cell // SLOT_ROWS == slot) if self.persist else second == at] = self.vectors[shape]
         positions = self.frame_positions(np.arange(self.seconds))
         if not self.video:
-            positions = np.repeat(positions[:, :1], 3, axis=1)
+            positions = self.audio_positions(positions[:, 0])
         questions = [(f"Which appeared first, the {a} or the {b}?", a if when[a] < when[b] else b)
                      for a, b in itertools.permutations(shapes, 2)]
         return self.layout(rows, positions, second, self.video, "appear_order", questions)
@@ -185,10 +190,9 @@ class SyntheticCounts(SyntheticStream):
             positions.append(self.frame_positions(np.array([s])))
             seconds += [s] * FRAME_ROWS
             video += [True] * FRAME_ROWS
-            if s in sound_at:       # a second of sound: audio rows carry their time on all three axes
+            if s in sound_at:       # a second of sound
                 rows.append(np.tile(self.vectors[sound_at[s]], (SOUND_ROWS, 1)))
-                positions.append(np.repeat(1 + s * recipe.POSITIONS_PER_SECOND + np.arange(SOUND_ROWS)[:, None],
-                                           3, axis=1))
+                positions.append(self.audio_positions(1 + s * recipe.POSITIONS_PER_SECOND + np.arange(SOUND_ROWS)))
                 seconds += [s] * SOUND_ROWS
                 video += [False] * SOUND_ROWS
         return self.layout(np.concatenate(rows), np.concatenate(positions), np.array(seconds), np.array(video),

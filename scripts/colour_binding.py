@@ -37,12 +37,17 @@ COLOUR_KINDS = ("appear_colour", "colour_at_sound")
 VERDICTS = ("right", "its colour at another time", "another object's colour", "a colour never shown")
 
 
+def first_appearance(question, timeline):
+    """The named object's first appear event."""
+    return min((e for e in timeline.visual_events() if e.kind == "appear" and e.object == question.params["object"]),
+               key=lambda e: e.time)
+
+
 def scene_then(question, timeline) -> dict:
     """The scene (object -> (colour, slot)) at the moment a colour question asks about: the object's first
     appearance, or the sound's first play."""
     if question.kind == "appear_colour":
-        then = min(e.time for e in timeline.visual_events()
-                   if e.kind == "appear" and e.object == question.params["object"])
+        then = first_appearance(question, timeline).time
     else:
         then = min(e.time for e in timeline.sounds(question.params["symbol"]))
     # half a second on, so that an object appearing then is in it (no other visual change comes that soon)
@@ -56,8 +61,7 @@ def chance_of_any_colour(question, scene: dict) -> float:
 
 def first_colour(question, timeline) -> str:
     """The colour the named object had when it first appeared."""
-    return min((e.time, e.colour) for e in timeline.visual_events()
-               if e.kind == "appear" and e.object == question.params["object"])[1]
+    return first_appearance(question, timeline).colour
 
 
 def verdict(question, answer: str, timeline) -> str:
